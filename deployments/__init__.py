@@ -1,0 +1,1 @@
+"""Ray Serve deployments: one module per model deployment, each a class and its engines."""

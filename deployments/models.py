@@ -1,0 +1,84 @@
+"""Model store: the catalog of config/models.yaml and where each model's weights are.
+
+Weights are never downloaded here. A model is either bundled with a package
+(rapidocr, kraken's blla, the MiniLM package) or lies under MODEL_CACHE_DIR,
+put there on a connected host; a missing one fails the replica's start with a
+message that names the path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.errors import Unavailable
+from serve_app.settings import Settings
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+Kind = Literal["ocr", "segmentation", "embedding", "rerank"]
+
+
+class ModelSpec(BaseModel):
+    """One catalog entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    kind: Kind
+    engine: str
+    footprint_mb: int = Field(ge=0)
+    package: str | None = None
+    path: str | None = None
+    pooling: Literal["cls", "mean"] = "cls"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelMissing(Unavailable):
+    code = "model_missing"
+
+
+def read_yaml(name: str, config_dir: Path | None = None) -> dict[str, Any]:
+    """A YAML file from the config directory."""
+    with open((config_dir or CONFIG_DIR) / name, encoding="utf-8") as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def load_catalog(
+    extra: dict[str, dict[str, Any]] | None = None, config_dir: Path | None = None
+) -> dict[str, ModelSpec]:
+    """config/models.yaml plus entries a deployment config adds or overrides."""
+    entries = dict(read_yaml("models.yaml", config_dir).get("models", {}))
+    entries.update(extra or {})
+    return {name: ModelSpec(name=name, **entry) for name, entry in entries.items()}
+
+
+def resolve_weights(spec: ModelSpec, settings: Settings) -> Path | None:
+    """The local path of a model's weights; None means the engine's bundled default."""
+    if spec.engine == "kraken-blla" and settings.blla_model_path:
+        path = settings.blla_model_path
+    elif spec.package:
+        package, _, inner = spec.package.partition("/")
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise ModelMissing(
+                f"model {spec.name!r} needs the Python package {package!r}: pip install it"
+            )
+        path = Path(next(iter(found.submodule_search_locations))) / inner
+    elif spec.path:
+        path = Path(spec.path)
+        if not path.is_absolute():
+            assert settings.model_cache_dir is not None
+            path = settings.model_cache_dir / path
+    else:
+        return None
+    if not path.exists():
+        raise ModelMissing(
+            f"model {spec.name!r} is not at {path}: copy its files there on a connected host "
+            "(see docs/operations.md, 'Models without a network')",
+            detail={"model": spec.name, "path": str(path)},
+        )
+    return path

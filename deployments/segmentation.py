@@ -1,0 +1,80 @@
+"""Segmentation deployment: kraken blla baselines, line polygons and regions per page."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from deployments.models import ModelSpec, resolve_weights
+from deployments.replica import best_device, replica_info
+from serve_app.settings import Settings
+
+logger = logging.getLogger("ray.serve")
+
+
+def _points(points: Any) -> list[tuple[float, float]]:
+    return [(float(x), float(y)) for x, y in points or []]
+
+
+class KrakenBllaEngine:
+    """kraken 7's SegmentationTaskModel with blla (bundled, or BLLA_MODEL_PATH)."""
+
+    name = "kraken-blla"
+
+    def __init__(self, spec: ModelSpec, settings: Settings, device: str):
+        from kraken.configs import SegmentationInferenceConfig
+        from kraken.tasks import SegmentationTaskModel
+
+        weights = resolve_weights(spec, settings)
+        self._model = SegmentationTaskModel.load_model(weights)
+        accelerator = "gpu" if device == "cuda" else "cpu"
+        self._config = SegmentationInferenceConfig(accelerator=accelerator, **spec.options)
+        self._lock = threading.Lock()  # the task model keeps per-call state
+
+    def segment(self, image: np.ndarray) -> dict[str, Any]:
+        from PIL import Image
+
+        with self._lock:
+            seg = self._model.predict(Image.fromarray(image), self._config)
+        regions = [
+            {"id": region.id, "type": region_type, "boundary": _points(region.boundary)}
+            for region_type, items in (seg.regions or {}).items()
+            for region in items
+        ]
+        lines = []
+        for line in seg.lines or []:
+            boundary = _points(line.boundary)
+            xs = [p[0] for p in boundary] or [0.0]
+            ys = [p[1] for p in boundary] or [0.0]
+            lines.append({
+                "baseline": _points(line.baseline),
+                "boundary": boundary,
+                "bbox": (min(xs), min(ys), max(xs), max(ys)),
+                "region": (line.regions or [None])[0],
+            })
+        return {"lines": lines, "regions": regions}
+
+
+ENGINES: dict[str, type[KrakenBllaEngine]] = {"kraken-blla": KrakenBllaEngine}
+
+
+@serve.deployment(name="Segmentation", max_ongoing_requests=4, health_check_period_s=10)
+class Segmentation:
+    """Baseline segmentation of page images."""
+
+    def __init__(self, spec: ModelSpec, settings: Settings):
+        self.spec = spec
+        self.device = best_device()
+        self.engine = ENGINES[spec.engine](spec, settings, self.device)
+        logger.info("segmentation engine %s ready on %s", spec.engine, self.device)
+
+    async def segment(self, image: np.ndarray) -> dict[str, Any]:
+        return await asyncio.to_thread(self.engine.segment, image)
+
+    def describe(self) -> dict[str, Any]:
+        return replica_info("Segmentation", self.spec, self.device)

@@ -1,0 +1,1 @@
+"""ocr-graph's HTTP side: settings, contract, validation, composition. Never imports torch."""

@@ -1,0 +1,201 @@
+"""build_app(args) -> Application: the serve_config import path that wires the graph.
+
+It reads settings and config/, places every model on the GPU with a fractional
+num_gpus from its footprint (or on the CPU when the cluster has no GPU or the
+profile says so) and binds Ingress -> OCR, Segmentation, Embedding, Rerank,
+ResidencyController. A model set that cannot fit fails here, with the numbers,
+rather than leaving replicas PENDING forever.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import ray
+from pydantic import BaseModel, ConfigDict, Field
+from ray.serve import Application
+
+from deployments.embedding import ENGINES as EMBEDDING_ENGINES
+from deployments.embedding import Embedding
+from deployments.models import ModelSpec, load_catalog
+from deployments.ocr import ENGINES as OCR_ENGINES
+from deployments.ocr import OCR
+from deployments.rerank import ENGINES as RERANK_ENGINES
+from deployments.rerank import Rerank
+from deployments.residency import Profile, ResidencyController, load_profile
+from deployments.segmentation import ENGINES as SEGMENTATION_ENGINES
+from deployments.segmentation import Segmentation
+from serve_app.ingress import Ingress
+from serve_app.settings import ConfigError, Settings
+
+logger = logging.getLogger("ray.serve")
+
+# deployment name -> (kind of model it serves, engines it knows)
+DEPLOYMENTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "OCR": ("ocr", OCR_ENGINES),
+    "Segmentation": ("segmentation", SEGMENTATION_ENGINES),
+    "Embedding": ("embedding", EMBEDDING_ENGINES),
+    "Rerank": ("rerank", RERANK_ENGINES),
+}
+
+
+class BuildError(ConfigError):
+    """The requested graph cannot run on this cluster; the message has the numbers."""
+
+
+class AppArgs(BaseModel):
+    """The `args:` of a serve config. A model of None leaves its deployment out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ocr_model: str | None = "rapidocr"
+    segmentation_model: str | None = "kraken-blla"
+    embedding_model: str | None = "all-minilm-l6-v2"
+    rerank_model: str | None = "embedding-similarity"
+    gpu_total_mb: int | None = Field(
+        None, gt=0, description="Memory of one GPU; read from NVML when omitted."
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="Settings by field or env name; the env wins."
+    )
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Catalog entries added to config/models.yaml."
+    )
+    deployment_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per deployment name: Serve .options() overrides."
+    )
+
+
+def plan_gpu_shares(
+    specs: dict[str, ModelSpec],
+    replicas: dict[str, int],
+    cluster_gpus: float,
+    gpu_total_mb: int | None,
+    profile: Profile,
+) -> dict[str, float]:
+    """num_gpus per replica = footprint / GPU size; refuse a set that crowds out the LLM."""
+    if cluster_gpus <= 0 or not profile.use_gpu:
+        return dict.fromkeys(specs, 0.0)
+    if not gpu_total_mb:
+        raise BuildError(
+            "the cluster has GPUs but their memory is unknown here (no NVML on this node): "
+            "set gpu_total_mb in the application's args"
+        )
+    needed = {name: spec.footprint_mb * replicas.get(name, 1) for name, spec in specs.items()}
+    budget = gpu_total_mb - profile.llm_reserved_mb
+    if sum(needed.values()) > budget:
+        parts = ", ".join(f"{name} {mb} MB" for name, mb in needed.items())
+        raise BuildError(
+            f"the models need {sum(needed.values())} MB of VRAM ({parts}) but a GPU has "
+            f"{gpu_total_mb} MB, of which profile {profile.name!r} keeps "
+            f"{profile.llm_reserved_mb} MB for the LLM: {budget} MB are left. Use fewer "
+            "replicas or smaller models, or another RESIDENCY_PROFILE."
+        )
+    return {
+        name: round(max(spec.footprint_mb / gpu_total_mb, 0.001), 4) if spec.footprint_mb else 0.0
+        for name, spec in specs.items()
+    }
+
+
+def _choose_models(args: AppArgs, catalog: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+    wanted = {
+        "OCR": args.ocr_model,
+        "Segmentation": args.segmentation_model,
+        "Embedding": args.embedding_model,
+        "Rerank": args.rerank_model,
+    }
+    chosen = {}
+    for deployment, model in wanted.items():
+        if model is None:
+            continue
+        kind, engines = DEPLOYMENTS[deployment]
+        spec = catalog.get(model)
+        if spec is None:
+            raise BuildError(f"{deployment}: no model {model!r} in the catalog; "
+                             f"known: {sorted(catalog)}")
+        if spec.kind != kind or spec.engine not in engines:
+            raise BuildError(f"{deployment}: model {model!r} is a {spec.kind} model with engine "
+                             f"{spec.engine!r}; this deployment runs {kind} engines "
+                             f"{sorted(engines)}")
+        chosen[deployment] = spec
+    if "Rerank" in chosen and chosen["Rerank"].engine == "embedding-similarity" and (
+        "Embedding" not in chosen
+    ):
+        raise BuildError("rerank by embedding-similarity needs an embedding_model")
+    return chosen
+
+
+def _cluster_gpus() -> float:
+    return float(ray.cluster_resources().get("GPU", 0.0)) if ray.is_initialized() else 0.0
+
+
+def _nvml_gpu_total_mb() -> int | None:
+    from deployments.vram import open_monitor
+
+    gpus = open_monitor().snapshot()
+    return min(gpu.total_mb for gpu in gpus) if gpus else None
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
+    """The whole graph, ready for serve.run / `serve run` / `serve deploy`."""
+    args = AppArgs.model_validate(args or {})
+    settings = Settings.load(args.settings)
+    settings.ensure_dirs()
+    profile = load_profile(settings.residency_profile)
+    chosen = _choose_models(args, load_catalog(args.models))
+
+    cluster_gpus = _cluster_gpus()
+    gpu_total_mb = args.gpu_total_mb or (_nvml_gpu_total_mb() if cluster_gpus else None)
+    replicas = {
+        name: int(args.deployment_options.get(name, {}).get("num_replicas", 1))
+        for name in chosen
+    }
+    shares = plan_gpu_shares(chosen, replicas, cluster_gpus, gpu_total_mb, profile)
+    if not any(shares.values()):
+        logger.info("no GPU in the cluster (or profile %s): every model runs on the CPU",
+                    profile.name)
+
+    def options(name: str, num_gpus: float) -> dict[str, Any]:
+        base = {"ray_actor_options": {
+            "num_gpus": num_gpus,
+            "runtime_env": {"env_vars": settings.library_env()},
+        }}
+        return _merge(base, args.deployment_options.get(name, {}))
+
+    classes = {"OCR": OCR, "Segmentation": Segmentation, "Embedding": Embedding}
+    handles: dict[str, Any] = {
+        name: classes[name].options(**options(name, shares[name])).bind(chosen[name], settings)
+        for name in classes
+        if name in chosen
+    }
+    if "Rerank" in chosen:
+        handles["Rerank"] = Rerank.options(**options("Rerank", shares["Rerank"])).bind(
+            chosen["Rerank"], settings, handles.get("Embedding")
+        )
+    placements = {name: "gpu" if shares[name] else "cpu" for name in chosen}
+    residency = ResidencyController.options(
+        **_merge({}, args.deployment_options.get("ResidencyController", {}))
+    ).bind(profile, placements)
+    for name in chosen:
+        logger.info("deployment %s: model %s, num_gpus %s", name, chosen[name].name, shares[name])
+    return Ingress.options(**args.deployment_options.get("Ingress", {})).bind(
+        settings,
+        {name: spec.name for name, spec in chosen.items()},
+        handles,
+        residency,
+    )
+
+
+__all__ = ["AppArgs", "BuildError", "build_app", "plan_gpu_shares"]

@@ -1,0 +1,207 @@
+"""Pydantic request/response models: the HTTP contract, as /openapi.json shows it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Point = tuple[float, float]
+Engine = Literal["auto", "rapidocr", "tesseract", "surya", "kraken", "llm"]
+
+
+class Strict(BaseModel):
+    """Unknown fields are an error, so a typo never silently changes nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(Strict):
+    """Where the document is: a path under OCR_SIDECAR_UPLOAD_BASE or an allowlisted URL."""
+
+    path: str | None = Field(None, examples=["inbox/letter-1911.pdf"])
+    url: str | None = Field(None, examples=["https://dms.example.org/files/42.pdf"])
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of source.path or source.url")
+        return self
+
+
+class PageOptions(Strict):
+    pages: str | None = Field(
+        None, description="Pages to process, e.g. '1-3,7'; all pages when omitted.",
+        examples=["1-3,7"], max_length=200,
+    )
+    dpi: int = Field(300, ge=50, le=600, description="Render resolution for scanned pages.")
+
+
+class OcrOptions(PageOptions):
+    engine: Engine = Field("auto", description="auto: text layer for born-digital pages, "
+                           "the configured OCR engine for scans.")
+    languages: list[str] = Field(default_factory=list, max_length=8, examples=[["deu", "eng"]])
+    formats: list[Literal["json", "text"]] = Field(
+        default_factory=lambda: ["json"], min_length=1,
+        description="json: pages with lines and geometry; text: the whole text in one string.",
+    )
+    force_ocr: bool = Field(False, description="OCR born-digital pages instead of reading "
+                            "their text layer.")
+
+
+class OcrRequest(OcrOptions):
+    source: Source
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"source": {"path": "inbox/scan.pdf"}, "pages": "1-2", "formats": ["json", "text"]}
+    ]})
+
+
+class Line(BaseModel):
+    text: str
+    bbox: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in page pixels")
+    polygon: list[Point] | None = None
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class OcrPage(BaseModel):
+    page: int = Field(description="1-based page number")
+    width: int
+    height: int
+    dpi: int
+    source: Literal["text-layer", "ocr"]
+    engine: str = Field(description="What produced the text: 'text-layer' or the OCR engine.")
+    text: str
+    lines: list[Line]
+    timing_ms: float
+
+
+class OcrResponse(BaseModel):
+    page_count: int = Field(description="Pages in the whole document.")
+    pages: list[OcrPage] | None = None
+    text: str | None = None
+
+
+class SegmentOptions(PageOptions):
+    pass
+
+
+class SegmentRequest(SegmentOptions):
+    source: Source
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"source": {"path": "letters/1911-05-02.png"}}
+    ]})
+
+
+class BaselineLine(BaseModel):
+    baseline: list[Point]
+    boundary: list[Point]
+    bbox: tuple[float, float, float, float]
+    region: str | None = None
+
+
+class Region(BaseModel):
+    id: str
+    type: str
+    boundary: list[Point]
+
+
+class SegmentPage(BaseModel):
+    page: int
+    width: int
+    height: int
+    lines: list[BaselineLine]
+    regions: list[Region]
+    timing_ms: float
+
+
+class SegmentResponse(BaseModel):
+    model: str
+    page_count: int
+    pages: list[SegmentPage]
+
+
+class EmbedRequest(Strict):
+    texts: list[str] = Field(min_length=1, examples=[["Sehr geehrter Herr Müller,"]])
+    return_dense: bool = True
+    return_sparse: bool = Field(False, description="Token weights (BGE-M3 only).")
+    return_colbert: bool = Field(False, description="Per-token vectors (BGE-M3 only).")
+    max_length: int | None = Field(None, ge=8, le=8192, description="Token limit per text; "
+                                   "longer texts are truncated and say so.")
+
+    @model_validator(mode="after")
+    def _wants_something(self) -> EmbedRequest:
+        if not (self.return_dense or self.return_sparse or self.return_colbert):
+            raise ValueError("ask for at least one of return_dense, return_sparse, return_colbert")
+        return self
+
+
+class Embedding(BaseModel):
+    index: int
+    dense: list[float] | None = None
+    sparse: dict[str, float] | None = None
+    colbert: list[list[float]] | None = None
+    tokens: int
+    truncated: bool
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    data: list[Embedding]
+    usage: dict[str, int]
+
+
+class RerankRequest(Strict):
+    query: str = Field(min_length=1, examples=["Testament der Großmutter"])
+    documents: list[str] = Field(min_length=1, examples=[["Kaufvertrag 1923", "Testament 1951"]])
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: str | None = None
+
+
+class RerankResponse(BaseModel):
+    model: str
+    method: Literal["cross-encoder", "embedding-similarity"]
+    results: list[RerankResult]
+
+
+class ModelInfo(BaseModel):
+    deployment: str
+    model: str
+    kind: str
+    engine: str
+    device: str
+    footprint_mb: int
+    gpu_share: float = Field(description="Ray's logical num_gpus of each replica.")
+    cuda_visible_devices: str | None
+    loaded: bool
+
+
+class GpuInfo(BaseModel):
+    index: int
+    name: str
+    total_mb: int
+    used_mb: int
+    free_mb: int
+    llm_used_mb: int
+
+
+class CapacityResponse(BaseModel):
+    gpu_available: bool
+    note: str | None = None
+    gpus: list[GpuInfo]
+    profile: str
+    llm_reserved_mb: int
+    models: list[ModelInfo]
+    decisions: list[dict[str, str]]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    deployments: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,117 @@
+"""The one typed settings object: environment > config-file args > defaults.
+
+Nothing else in the service reads os.environ. The builder loads Settings once on
+the driver and hands the object to every deployment, so every replica sees the
+same values no matter which node it lands on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(RuntimeError):
+    """The service cannot start with this configuration; the message says what to set."""
+
+
+class Settings(BaseSettings):
+    """Service settings. Field aliases are the environment variable names."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    api_key: SecretStr | None = Field(None, alias="OCR_SIDECAR_API_KEY")
+    auth_mode: Literal["api-key", "network-isolation"] = Field(
+        "api-key", alias="OCR_SIDECAR_AUTH_MODE"
+    )
+    upload_base: Path | None = Field(None, alias="OCR_SIDECAR_UPLOAD_BASE")
+    allowed_pdf_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="ALLOWED_PDF_HOSTS"
+    )
+    training_token: SecretStr | None = Field(None, alias="OCR_TRAINING_TOKEN")
+    data_dir: Path = Field(Path("./data"), alias="DATA_DIR")
+    state_dir: Path | None = Field(None, alias="STATE_DIR")
+    model_cache_dir: Path | None = Field(None, alias="MODEL_CACHE_DIR")
+    tmp_dir: Path | None = Field(None, alias="TMPDIR")
+    ollama_url: str = Field("http://127.0.0.1:11434", alias="OLLAMA_URL")
+    residency_profile: str = Field("llm-first", alias="RESIDENCY_PROFILE")
+    blla_model_path: Path | None = Field(None, alias="BLLA_MODEL_PATH")
+
+    # Limits: every one is enforced while reading, before any work is done.
+    max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0, alias="OCR_MAX_UPLOAD_BYTES")
+    max_pages: int = Field(200, gt=0, alias="OCR_MAX_PAGES")
+    max_page_pixels: int = Field(60_000_000, gt=0, alias="OCR_MAX_PAGE_PIXELS")
+    max_texts: int = Field(1024, gt=0, alias="EMBED_MAX_TEXTS")
+    max_text_chars: int = Field(32_000, gt=0, alias="EMBED_MAX_TEXT_CHARS")
+    url_timeout_s: float = Field(30.0, gt=0, alias="URL_FETCH_TIMEOUT_S")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first: an operator's env var beats what a config file says.
+        return env_settings, init_settings
+
+    @field_validator("allowed_pdf_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _derive_dirs(self) -> Settings:
+        data = self.data_dir.expanduser().absolute()
+        cache = (self.model_cache_dir or data / "models").expanduser().absolute()
+        derived = {
+            "data_dir": data,
+            "state_dir": (self.state_dir or data / "state").expanduser().absolute(),
+            "model_cache_dir": cache,
+            "tmp_dir": (self.tmp_dir or cache / ".tmp").expanduser().absolute(),
+            "upload_base": (self.upload_base or data / "uploads").expanduser().absolute(),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+        return self
+
+    @classmethod
+    def load(cls, overrides: dict[str, Any] | None = None) -> Settings:
+        """Read env + config overrides and refuse configurations that must not start."""
+        settings = cls(**(overrides or {}))
+        if settings.auth_mode == "api-key" and not _secret(settings.api_key):
+            raise ConfigError(
+                "OCR_SIDECAR_API_KEY is not set: set it to a long random secret "
+                "(or set OCR_SIDECAR_AUTH_MODE=network-isolation when a network boundary "
+                "alone protects the service)."
+            )
+        return settings
+
+    def library_env(self) -> dict[str, str]:
+        """Environment for model replicas: caches inside MODEL_CACHE_DIR, hubs offline."""
+        cache = str(self.model_cache_dir)
+        return {
+            "HF_HOME": f"{cache}/hf",
+            "TORCH_HOME": f"{cache}/torch",
+            "XDG_CACHE_HOME": cache,
+            "TMPDIR": str(self.tmp_dir),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
+
+    def ensure_dirs(self) -> None:
+        """Create the writable directories; the staging dir shares the cache's filesystem."""
+        for path in (self.state_dir, self.model_cache_dir, self.tmp_dir, self.upload_base):
+            assert path is not None
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
