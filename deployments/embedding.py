@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from abc import ABC, abstractmethod
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,9 +132,10 @@ class M3Encoder(FlagEncoder):
                 return_sparse="sparse" in want,
                 return_colbert_vecs="colbert" in want,
             )
-            dense = out["dense_vecs"].float().cpu().numpy() if "dense" in want else None
-            sparse = out["sparse_vecs"].squeeze(-1).float().cpu().numpy() if "sparse" in want else None
-            colbert = out["colbert_vecs"].float().cpu().numpy() if "colbert" in want else None
+            arrays = {key: out[f"{key}_vecs"].float().cpu().numpy()
+                     for key in ("dense", "sparse", "colbert") if key in want}
+        dense, colbert = arrays.get("dense"), arrays.get("colbert")
+        sparse = arrays["sparse"].squeeze(-1) if "sparse" in arrays else None
         results: list[dict[str, Any]] = []
         for row, seq in enumerate(batch):
             item: dict[str, Any] = {}

@@ -85,7 +85,8 @@ class EmbeddingSimilarityEngine:
 
     async def score(self, jobs: list[RerankJob]) -> list[list[float]]:
         texts = [text for job in jobs for text in (job.query, *job.documents)]
-        vectors = await self.embedding.embed.remote(texts, ["dense"], max(j.max_length for j in jobs))
+        max_length = max(job.max_length for job in jobs)
+        vectors = await self.embedding.embed.remote(texts, ["dense"], max_length)
         dense = np.stack([v["dense"] for v in vectors])
         results, offset = [], 0
         for job in jobs:
@@ -120,7 +121,8 @@ class Rerank:
         self.engine = ENGINES[spec.engine](spec, settings, self.device, embedding)
         logger.info("rerank engine %s (%s) ready", spec.name, self.engine.method)
 
-    async def rerank(self, query: str, documents: list[str], max_length: int = 512) -> dict[str, Any]:
+    async def rerank(self, query: str, documents: list[str], max_length: int = 512
+                     ) -> dict[str, Any]:
         scores = await self._rerank_batch(RerankJob(query, documents, max_length))
         return {"model": self.spec.name, "method": self.engine.method, "scores": scores}
 

@@ -3,9 +3,10 @@
 The ingress holds no model. It reads documents (path, URL or upload), renders
 pages with PyMuPDF, sends page images to the model deployments concurrently
 and assembles the answer in the contract of serve_app/schemas.py.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: FastAPI must see real types on the
+routes Serve wraps, or UploadFile parameters fail to resolve at request time.
+"""
 
 import asyncio
 import logging
@@ -245,7 +246,8 @@ class Ingress:
         keep at most PAGES_IN_FLIGHT of them in flight, run `work` on each concurrently."""
         doc = await run_in_threadpool(Document, data, self.settings.max_page_pixels)
         with doc:
-            numbers = parse_pages(options.pages, doc.page_count, self.settings.max_pages)
+            page_count = doc.page_count
+            numbers = parse_pages(options.pages, page_count, self.settings.max_pages)
             slots = asyncio.Semaphore(PAGES_IN_FLIGHT)
 
             async def one(number: int) -> dict[str, Any]:
@@ -268,7 +270,7 @@ class Ingress:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return doc.page_count, list(results)
+        return page_count, list(results)
 
     def _check_engine(self, engine: str) -> None:
         deployed = self.models.get("OCR")
@@ -278,9 +280,13 @@ class Ingress:
                 {"field": "engine", "available": ["auto", deployed]},
             )
 
-    async def _ocr(self, data: bytes, options: schemas.OcrOptions) -> dict[str, Any]:
+    async def _ocr(self, load: Callable[[], Awaitable[bytes]], options: schemas.OcrOptions
+                   ) -> dict[str, Any]:
+        """Check what can be checked, then read the document: a request that cannot succeed
+        never downloads or reads anything."""
         self._check_engine(options.engine)
         ocr = self._handle("OCR")
+        data = await load()
 
         async def work(page: Page) -> dict[str, Any]:
             base = {"page": page.number, "width": page.width, "height": page.height,
@@ -309,7 +315,7 @@ class Ingress:
 
         Born-digital PDF pages come from their text layer (source "text-layer") unless
         force_ocr is set; scanned pages are rendered at `dpi` and recognised."""
-        return await self._ocr(await self._source_bytes(body.source), body)
+        return await self._ocr(lambda: self._source_bytes(body.source), body)
 
     @app.post("/v1/ocr/upload", response_model=schemas.OcrResponse, tags=["ocr"],
               dependencies=V1, response_model_exclude_none=True)
@@ -321,10 +327,12 @@ class Ingress:
     ) -> dict[str, Any]:
         """OCR an uploaded PDF or image (multipart/form-data)."""
         parsed = _parse_options(options, schemas.OcrOptions)
-        return await self._ocr(await _read_upload(file, self.settings.max_upload_bytes), parsed)
+        return await self._ocr(lambda: _read_upload(file, self.settings.max_upload_bytes), parsed)
 
-    async def _segment(self, data: bytes, options: schemas.SegmentOptions) -> dict[str, Any]:
+    async def _segment(self, load: Callable[[], Awaitable[bytes]],
+                       options: schemas.SegmentOptions) -> dict[str, Any]:
         segmentation = self._handle("Segmentation")
+        data = await load()
 
         async def work(page: Page) -> dict[str, Any]:
             found = await segmentation.segment.remote(page.image)
@@ -337,7 +345,7 @@ class Ingress:
               dependencies=V1)
     async def segment(self, body: schemas.SegmentRequest) -> dict[str, Any]:
         """kraken baselines, line boundary polygons and regions for every selected page."""
-        return await self._segment(await self._source_bytes(body.source), body)
+        return await self._segment(lambda: self._source_bytes(body.source), body)
 
     @app.post("/v1/segment/upload", response_model=schemas.SegmentResponse,
               tags=["segmentation"], dependencies=V1)
@@ -348,7 +356,7 @@ class Ingress:
     ) -> dict[str, Any]:
         """Segment an uploaded PDF or image (multipart/form-data)."""
         parsed = _parse_options(options, schemas.SegmentOptions)
-        return await self._segment(await _read_upload(file, self.settings.max_upload_bytes),
+        return await self._segment(lambda: _read_upload(file, self.settings.max_upload_bytes),
                                    parsed)
 
     # ---- text -------------------------------------------------------------------------

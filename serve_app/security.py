@@ -46,7 +46,8 @@ def resolve_upload_path(base: Path, user_path: str) -> Path:
             detail={"field": "source.path"},
         )
     real_base = os.path.realpath(base)
-    candidate = os.path.realpath(os.path.join(real_base, user_path.lstrip("/")))
+    # Relative paths are taken from the base; absolute ones must lie inside it.
+    candidate = os.path.realpath(os.path.join(real_base, user_path))
     if os.path.commonpath([real_base, candidate]) != real_base:
         raise Forbidden("source.path points outside the upload base")
     return Path(candidate)

@@ -29,7 +29,7 @@ def test_born_digital_page_comes_from_its_text_layer() -> None:
     with Document(text_pdf(), 10**8) as doc:
         page = doc.page(1, dpi=144)
     assert page.image is None and page.text_lines is not None
-    assert [line.text for line in page.text_lines][0] == "INVOICE NUMBER 4711"
+    assert next(line.text for line in page.text_lines) == "INVOICE NUMBER 4711"
     x0, y0, x1, y1 = page.text_lines[0].bbox
     assert 0 < x0 < x1 <= page.width and 0 < y0 < y1 <= page.height  # page pixels at 144 dpi
 
@@ -73,9 +73,8 @@ def test_real_tiff_scan_opens_at_native_size() -> None:
     ids=["text", "zip", "empty", "corrupt-pdf", "truncated-png", "encrypted"],
 )
 def test_bad_documents_are_refused_with_their_reason(data: bytes, error: type) -> None:
-    with pytest.raises(error):
-        with Document(data, 10**8) as doc:
-            doc.page(1, dpi=72)
+    with pytest.raises(error), Document(data, 10**8) as doc:
+        doc.page(1, dpi=72)
 
 
 def test_a_pdf_named_like_an_image_is_still_a_pdf() -> None:

@@ -1,0 +1,173 @@
+"""The `ocr-graph` command: start the service, OCR files through it, list its models.
+
+    ocr-graph serve [CONFIG]       serve run CONFIG (default config/local.yaml) with an API key
+    ocr-graph key                  print the API key `serve` uses (for curl and scripts)
+    ocr-graph ocr FILE|DIR ...     OCR files through a running service, with a progress bar
+    ocr-graph models               what each deployment serves, where
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+from serve_app.settings import Settings
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "local.yaml"
+DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp"}
+
+
+def key_file(settings: Settings) -> Path:
+    assert settings.state_dir is not None
+    return settings.state_dir / "api_key"
+
+
+def api_key(settings: Settings, create: bool) -> str | None:
+    """OCR_SIDECAR_API_KEY, else the key file in STATE_DIR (made on first use if asked)."""
+    if settings.api_key is not None:
+        return settings.api_key.get_secret_value()
+    path = key_file(settings)
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secrets.token_urlsafe(32) + "\n")
+    print(f"ocr-graph: generated an API key in {path} (show it with `ocr-graph key`)",
+          file=sys.stderr)
+    return path.read_text(encoding="utf-8").strip()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = Settings()
+    env = dict(os.environ)
+    if settings.auth_mode == "api-key":
+        key = api_key(settings, create=True)
+        assert key is not None
+        env["OCR_SIDECAR_API_KEY"] = key
+    serve = shutil.which("serve", path=str(Path(sys.executable).parent)) or shutil.which("serve")
+    if serve is None:
+        print("ocr-graph: the `serve` command of Ray is not installed (pip install ray[serve])",
+              file=sys.stderr)
+        return 2
+    os.execve(serve, [serve, "run", str(args.config)], env)
+    return 0  # pragma: no cover - execve does not return
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    key = api_key(Settings(), create=False)
+    if key is None:
+        print("ocr-graph: no API key yet: set OCR_SIDECAR_API_KEY or run `ocr-graph serve`",
+              file=sys.stderr)
+        return 1
+    print(key)
+    return 0
+
+
+def _client(args: argparse.Namespace) -> httpx.Client:
+    key = args.key or api_key(Settings(), create=False) or ""
+    return httpx.Client(base_url=args.url, headers={"X-API-Key": key}, timeout=args.timeout)
+
+
+def _documents(paths: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in DOCUMENT_SUFFIXES))
+        else:
+            found.append(path)
+    return found
+
+
+def cmd_ocr(args: argparse.Namespace) -> int:
+    files = _documents(args.paths)
+    if not files:
+        print("ocr-graph: no documents found", file=sys.stderr)
+        return 1
+    out_dir: Path | None = args.out
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    options = json.dumps({"formats": ["json", "text"], "pages": args.pages, "dpi": args.dpi})
+    failures = 0
+    with _client(args) as client, tqdm(files, unit="doc", desc="OCR") as progress:
+        for path in progress:
+            progress.set_postfix_str(path.name)
+            with path.open("rb") as handle:
+                response = client.post("/v1/ocr/upload", files={"file": (path.name, handle)},
+                                       data={"options": options})
+            if response.status_code != 200:
+                failures += 1
+                message = response.json().get("error", {}).get("message", response.text)
+                tqdm.write(f"{path}: {response.status_code} {message}", file=sys.stderr)
+                continue
+            body = response.json()
+            if out_dir:
+                (out_dir / f"{path.stem}.txt").write_text(body["text"], encoding="utf-8")
+                (out_dir / f"{path.stem}.json").write_text(json.dumps(body, ensure_ascii=False),
+                                                           encoding="utf-8")
+            else:
+                tqdm.write(body["text"])
+    return 1 if failures else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        response = client.get("/v1/models")
+    if response.status_code != 200:
+        print(f"ocr-graph: {response.status_code} {response.text}", file=sys.stderr)
+        return 1
+    for model in response.json():
+        print(f"{model['deployment']:<14} {model['model']:<24} {model['device']:<5} "
+              f"gpu_share={model['gpu_share']}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="ocr-graph", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start the service (serve run CONFIG)")
+    serve.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
+    serve.set_defaults(func=cmd_serve)
+
+    key = commands.add_parser("key", help="print the API key")
+    key.set_defaults(func=cmd_key)
+
+    for name, func, help_text in (("ocr", cmd_ocr, "OCR files or directories"),
+                                  ("models", cmd_models, "list the deployed models")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--url", default="http://127.0.0.1:8000")
+        sub.add_argument("--key", help="API key (default: OCR_SIDECAR_API_KEY or the key file)")
+        sub.add_argument("--timeout", type=float, default=600.0)
+        sub.set_defaults(func=func)
+        if name == "ocr":
+            sub.add_argument("paths", nargs="+", type=Path)
+            sub.add_argument("--out", type=Path, help="write NAME.txt and NAME.json here")
+            sub.add_argument("--pages", help="page selection, e.g. 1-3,7")
+            sub.add_argument("--dpi", type=int, default=300)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except httpx.HTTPError as exc:
+        print(f"ocr-graph: cannot reach the service: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""One local Ray cluster with a fake GPU, the whole graph deployed once, HTTP on 127.0.0.1.
+
+Two applications share the cluster: "main", the embedded default (rapidocr, kraken
+blla, MiniLM, embedding-similarity rerank), and "tiny" at /tiny, which serves the
+tiny random XLM-R models through the real BGEM3FlagModel and FlagReranker paths.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+API_KEY = "integration-test-key-" + os.urandom(8).hex()
+GPU_TOTAL_MB = 24000
+SMALL = {"ray_actor_options": {"num_cpus": 0.25}}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def service(tiny_models: dict[str, str]) -> Iterator[dict[str, object]]:
+    import ray
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    work = Path(tempfile.mkdtemp(prefix="ocrg-it-"))
+    saved = dict(os.environ)
+    os.environ.update({
+        "RAY_AUTH_MODE": "disabled",
+        "OCR_SIDECAR_API_KEY": API_KEY,
+        "DATA_DIR": str(work / "data"),
+        "RESIDENCY_PROFILE": "balanced",
+        "OCR_MAX_PAGES": "5",
+    })
+    for name in ("OCR_SIDECAR_AUTH_MODE", "STATE_DIR", "MODEL_CACHE_DIR", "TMPDIR",
+                 "OCR_SIDECAR_UPLOAD_BASE"):
+        os.environ.pop(name, None)
+    port = _free_port()
+    ray.init(num_cpus=4, num_gpus=1, _temp_dir=str(work / "ray"), include_dashboard=False,
+             log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        options = {name: SMALL for name in
+                   ("OCR", "Segmentation", "Embedding", "Rerank", "ResidencyController", "Ingress")}
+        serve.run(build_app({"gpu_total_mb": GPU_TOTAL_MB, "deployment_options": options}),
+                  name="main", route_prefix="/")
+        serve.run(build_app({
+            "gpu_total_mb": GPU_TOTAL_MB,
+            "ocr_model": None,
+            "segmentation_model": None,
+            "embedding_model": "tiny-m3",
+            "rerank_model": "tiny-reranker",
+            "models": {
+                "tiny-m3": {"kind": "embedding", "engine": "bge-m3", "footprint_mb": 100,
+                            "path": tiny_models["m3"]},
+                "tiny-reranker": {"kind": "rerank", "engine": "flag-reranker",
+                                  "footprint_mb": 100, "path": tiny_models["reranker"]},
+            },
+            "deployment_options": options,
+        }), name="tiny", route_prefix="/tiny")
+        yield {"url": f"http://127.0.0.1:{port}", "upload_base": work / "data" / "uploads",
+               "data_dir": work / "data"}
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def client(service: dict[str, object]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=str(service["url"]), headers={"X-API-Key": API_KEY},
+                      timeout=300) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def anonymous(service: dict[str, object]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=str(service["url"]), timeout=60) as http:
+        yield http
+
+
+@pytest.fixture
+def upload(service: dict[str, object]):  # type: ignore[no-untyped-def]
+    """Write bytes under the upload base; returns the path a client would send."""
+    base = Path(str(service["upload_base"]))
+
+    def put(name: str, data: bytes) -> str:
+        target = base / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return name
+
+    return put

@@ -1,0 +1,87 @@
+"""OCR and segmentation through HTTP on the embedded default models."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.fixtures.documents import LINES, scan_png, scanned_pdf, text_pdf
+
+pytestmark = pytest.mark.integration
+
+
+def _words(text: str) -> set[str]:
+    return set(text.upper().replace("\n", " ").split())
+
+
+def test_born_digital_pdf_comes_from_the_text_layer(client: httpx.Client, upload) -> None:
+    path = upload("docs/born-digital.pdf", text_pdf(pages=2))
+    response = client.post("/v1/ocr", json={"source": {"path": path}, "pages": "2",
+                                            "formats": ["json", "text"]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["page_count"] == 2
+    [page] = body["pages"]
+    assert page["page"] == 2 and page["source"] == "text-layer"
+    assert [line["text"] for line in page["lines"]] == LINES
+    assert body["text"] == "\n".join(LINES)
+
+
+def test_scanned_pdf_is_ocred_by_rapidocr(client: httpx.Client, upload) -> None:
+    path = upload("docs/scanned.pdf", scanned_pdf())
+    response = client.post("/v1/ocr", json={"source": {"path": path}, "dpi": 150})
+    assert response.status_code == 200, response.text
+    [page] = response.json()["pages"]
+    assert page["source"] == "ocr" and page["engine"] == "rapidocr"
+    assert {"INVOICE", "HAMBURG", "HARBOUR", "EURO"} <= _words(page["text"])
+    line = page["lines"][0]
+    assert len(line["polygon"]) == 4 and 0 < line["confidence"] <= 1
+    x0, y0, x1, y1 = line["bbox"]
+    assert 0 <= x0 < x1 <= page["width"] and 0 <= y0 < y1 <= page["height"]
+
+
+def test_force_ocr_reads_a_born_digital_page_from_its_pixels(client: httpx.Client, upload
+                                                              ) -> None:
+    path = upload("docs/forced.pdf", text_pdf())
+    response = client.post("/v1/ocr", json={"source": {"path": path}, "force_ocr": True,
+                                            "dpi": 150, "formats": ["text"]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "pages" not in body
+    assert {"INVOICE", "4711"} <= _words(body["text"])
+
+
+def test_uploaded_image_is_ocred(client: httpx.Client) -> None:
+    response = client.post(
+        "/v1/ocr/upload",
+        files={"file": ("letter.png", scan_png(), "image/png")},
+        data={"options": json.dumps({"formats": ["text"]})},
+    )
+    assert response.status_code == 200, response.text
+    assert {"TOTAL", "AMOUNT", "250"} <= _words(response.json()["text"])
+
+
+def test_segmentation_finds_every_text_line(client: httpx.Client, upload) -> None:
+    path = upload("docs/lines.pdf", scanned_pdf())
+    response = client.post("/v1/segment", json={"source": {"path": path}, "dpi": 150})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "kraken-blla"
+    [page] = body["pages"]
+    assert len(page["lines"]) == len(LINES)
+    for line in page["lines"]:
+        assert len(line["baseline"]) >= 2 and len(line["boundary"]) >= 3
+    # Lines come top to bottom, as on the page.
+    tops = [line["bbox"][1] for line in page["lines"]]
+    assert tops == sorted(tops)
+    assert page["regions"] and page["regions"][0]["type"]
+
+
+def test_segmentation_of_an_upload(client: httpx.Client) -> None:
+    response = client.post("/v1/segment/upload",
+                           files={"file": ("scan.pdf", scanned_pdf(), "application/pdf")},
+                           data={"options": '{"dpi": 150}'})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["pages"][0]["lines"]) == len(LINES)

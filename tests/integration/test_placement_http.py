@@ -1,0 +1,52 @@
+"""Health, readiness and fractional GPU placement as the Ray cluster really did it."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from deployments.models import load_catalog
+from tests.integration.conftest import GPU_TOTAL_MB
+
+pytestmark = pytest.mark.integration
+
+
+def test_health_and_readiness_need_no_key(anonymous: httpx.Client) -> None:
+    assert anonymous.get("/healthz").json() == {"status": "ok", "deployments": {}}
+    ready = anonymous.get("/readyz")
+    assert ready.status_code == 200
+    assert set(ready.json()["deployments"]) == {
+        "OCR", "Segmentation", "Embedding", "Rerank", "ResidencyController"}
+
+
+def test_replicas_get_their_fraction_of_the_gpu(client: httpx.Client) -> None:
+    response = client.get("/v1/capacity")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    catalog = load_catalog()
+    models = {m["deployment"]: m for m in body["models"]}
+    for name in ("OCR", "Segmentation", "Embedding"):
+        model = models[name]
+        assert model["gpu_share"] == pytest.approx(
+            catalog[model["model"]].footprint_mb / GPU_TOTAL_MB, abs=1e-4)
+        # Ray really assigned the (fake) GPU: CUDA sees device 0 in that replica.
+        assert model["cuda_visible_devices"] == "0"
+        # There is no real GPU here, so torch falls back to the CPU.
+        assert model["device"] == "cpu"
+    assert models["Rerank"]["gpu_share"] == 0.0  # embedding-similarity holds no weights
+    assert body["profile"] == "balanced" and body["llm_reserved_mb"] == 8192
+    assert body["gpu_available"] is False and body["gpus"] == []
+
+
+def test_models_route_lists_every_deployment(client: httpx.Client) -> None:
+    names = {m["deployment"]: m["model"] for m in client.get("/v1/models").json()}
+    assert names == {"OCR": "rapidocr", "Segmentation": "kraken-blla",
+                     "Embedding": "all-minilm-l6-v2", "Rerank": "embedding-similarity"}
+
+
+def test_openapi_documents_every_route(anonymous: httpx.Client) -> None:
+    spec = anonymous.get("/openapi.json").json()
+    for path in ("/v1/ocr", "/v1/ocr/upload", "/v1/segment", "/v1/embed", "/v1/rerank",
+                 "/v1/capacity", "/v1/models", "/healthz", "/readyz"):
+        assert path in spec["paths"], path
+    assert "APIKeyHeader" in spec["components"]["securitySchemes"]
