@@ -28,17 +28,58 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-WORDS = ("archive letter mother harbour invoice winter garden church village school "
-         "father travel money doctor weather family train station market river house "
-         "wrote sends received remember visited bought needs arrived soon tomorrow "
-         "yesterday quickly old new small large happy cold warm long short").split()
+WORDS = [
+    "archive",
+    "letter",
+    "mother",
+    "harbour",
+    "invoice",
+    "winter",
+    "garden",
+    "church",
+    "village",
+    "school",
+    "father",
+    "travel",
+    "money",
+    "doctor",
+    "weather",
+    "family",
+    "train",
+    "station",
+    "market",
+    "river",
+    "house",
+    "wrote",
+    "sends",
+    "received",
+    "remember",
+    "visited",
+    "bought",
+    "needs",
+    "arrived",
+    "soon",
+    "tomorrow",
+    "yesterday",
+    "quickly",
+    "old",
+    "new",
+    "small",
+    "large",
+    "happy",
+    "cold",
+    "warm",
+    "long",
+    "short",
+]
 
 
 def sentences(count: int, seed: int = 7) -> list[str]:
     """Short sentences of 6-14 words, the shape of OCR'd lines and titles."""
     rng = random.Random(seed)
-    return [" ".join(rng.choices(WORDS, k=rng.randint(6, 14))).capitalize() + "."
-            for _ in range(count)]
+    return [
+        " ".join(rng.choices(WORDS, k=rng.randint(6, 14))).capitalize() + "." for _ in range(count)
+    ]
 
 
 def direct(texts: list[str], per_batch: int) -> dict[str, float]:
@@ -50,14 +91,20 @@ def direct(texts: list[str], per_batch: int) -> dict[str, float]:
 
     spec = load_catalog()["all-minilm-l6-v2"]
     path = str(resolve_weights(spec, Settings(OCR_SIDECAR_API_KEY="bench")))
-    flag = FlagModel(path, pooling_method="mean", normalize_embeddings=True, use_fp16=False,
-                     devices=["cpu"])
+    flag = FlagModel(
+        path, pooling_method="mean", normalize_embeddings=True, use_fp16=False, devices=["cpu"]
+    )
     model, tokenizer = flag.model.eval(), flag.tokenizer
 
     def own_forward() -> None:
         for start in range(0, len(texts), per_batch):
-            batch = tokenizer(texts[start : start + per_batch], padding=True, truncation=True,
-                              max_length=512, return_tensors="pt")
+            batch = tokenizer(
+                texts[start : start + per_batch],
+                padding=True,
+                truncation=True,
+                max_length=512,
+                return_tensors="pt",
+            )
             with torch.inference_mode():
                 hidden = model(**batch, return_dict=True).last_hidden_state
                 torch.nn.functional.normalize(flag.pooling(hidden, batch["attention_mask"]), dim=-1)
@@ -75,8 +122,9 @@ def direct(texts: list[str], per_batch: int) -> dict[str, float]:
     return results
 
 
-async def _post_all(url: str, key: str, texts: list[str], per_request: int,
-                    concurrency: int) -> float:
+async def _post_all(
+    url: str, key: str, texts: list[str], per_request: int, concurrency: int
+) -> float:
     import httpx
 
     chunks = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
@@ -84,8 +132,9 @@ async def _post_all(url: str, key: str, texts: list[str], per_request: int,
     for chunk in chunks:
         queue.put_nowait(chunk)
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, timeout=600,
-                                 limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"X-API-Key": key}, timeout=600, limits=limits
+    ) as client:
 
         async def worker() -> None:
             while not queue.empty():
@@ -106,27 +155,48 @@ def service(texts: list[str], per_request: int, concurrency: int) -> float:
 
     work = Path(tempfile.mkdtemp(prefix="ocrg-bench-"))
     key = os.urandom(16).hex()
-    os.environ.update({"RAY_AUTH_MODE": "disabled", "OCR_SIDECAR_API_KEY": key,
-                       "DATA_DIR": str(work / "data"), "RESIDENCY_PROFILE": "cpu-only"})
+    os.environ.update(
+        {
+            "RAY_AUTH_MODE": "disabled",
+            "OCR_SIDECAR_API_KEY": key,
+            "DATA_DIR": str(work / "data"),
+            "RESIDENCY_PROFILE": "cpu-only",
+        }
+    )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    ray.init(num_cpus=2, _temp_dir=str(work / "ray"), include_dashboard=False,
-             log_to_driver=False)
+    ray.init(num_cpus=2, _temp_dir=str(work / "ray"), include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         small = {"ray_actor_options": {"num_cpus": 0.1}}
-        serve.run(build_app({
-            "ocr_model": None, "segmentation_model": None, "rerank_model": None,
-            # Ray sets OMP_NUM_THREADS to a replica's num_cpus; give torch the same two
-            # threads the direct run uses.
-            "deployment_options": {"Embedding": {"ray_actor_options": {
-                "num_cpus": 1, "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "2"}}}},
-                                   "Ingress": small, "ResidencyController": small},
-        }), name="bench", route_prefix="/")
+        serve.run(
+            build_app(
+                {
+                    "ocr_model": None,
+                    "segmentation_model": None,
+                    "rerank_model": None,
+                    # Ray sets OMP_NUM_THREADS to a replica's num_cpus; give torch the same two
+                    # threads the direct run uses.
+                    "deployment_options": {
+                        "Embedding": {
+                            "ray_actor_options": {
+                                "num_cpus": 1,
+                                "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "2"}},
+                            }
+                        },
+                        "Ingress": small,
+                        "ResidencyController": small,
+                    },
+                }
+            ),
+            name="bench",
+            route_prefix="/",
+        )
         url = f"http://127.0.0.1:{port}"
-        asyncio.run(_post_all(url, key, texts[: per_request * concurrency], per_request,
-                              concurrency))  # warm-up
+        asyncio.run(
+            _post_all(url, key, texts[: per_request * concurrency], per_request, concurrency)
+        )  # warm-up
         return asyncio.run(_post_all(url, key, texts, per_request, concurrency))
     finally:
         serve.shutdown()
@@ -140,8 +210,7 @@ def write_report(markdown: str, marker: str = "embed_throughput") -> None:
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     block = f"{start}\n{markdown}\n{end}"
     if start in text:
-        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text,
-                      flags=re.S)
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     target.write_text(text, encoding="utf-8")

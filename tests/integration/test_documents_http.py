@@ -85,3 +85,26 @@ def test_segmentation_of_an_upload(client: httpx.Client) -> None:
                            data={"options": '{"dpi": 150}'})
     assert response.status_code == 200, response.text
     assert len(response.json()["pages"][0]["lines"]) == len(LINES)
+
+
+def test_cli_ocrs_a_folder_through_the_service(service: dict[str, object], tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import API_KEY
+
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    (inbox / "a.pdf").write_bytes(text_pdf())
+    (inbox / "b.png").write_bytes(scan_png())
+    (inbox / "notes.txt").write_text("not a document")
+    done = subprocess.run(
+        [sys.executable, "-m", "serve_app.cli", "ocr", str(inbox), "--out", str(out),
+         "--url", str(service["url"]), "--key", API_KEY, "--dpi", "150"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2/2" in done.stderr  # the progress bar reached the end
+    assert (out / "a.txt").read_text().splitlines() == LINES
+    assert "HAMBURG" in (out / "b.txt").read_text().upper()
+    assert json.loads((out / "b.json").read_text())["pages"][0]["source"] == "ocr"
