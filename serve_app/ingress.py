@@ -56,7 +56,9 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "too_large", "3 pages selected; at most 2 per request"),
         (415, "unsupported_media_type", "not a PDF or an image"),
         (422, "invalid_input", "invalid request: body.texts: Field required"),
+        (502, "bad_gateway", "source.url answered 500"),
         (503, "unavailable", "the OCR deployment is not part of this application"),
+        (504, "upstream_timeout", "source.url did not arrive within 30.0 s"),
     ]
 }
 
@@ -81,24 +83,47 @@ def _error_response(request: Request, status: int, body: dict[str, Any],
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-@app.middleware("http")
-async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                          ) -> Response:
-    """Request id for error bodies; bodies over the upload limit refused before they are read.
+class RequestGuard:
+    """ASGI middleware: the request id, and bodies over OCR_MAX_UPLOAD_BYTES refused.
 
-    Serve's proxy honours a client's X-Request-ID (or makes one), puts it in every log
-    line of the request and returns it in the response header."""
-    given = request.headers.get("x-request-id", "")
-    request.state.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-    ingress: Ingress | None = getattr(request.app.state, "ingress", None)
-    length = request.headers.get("content-length", "")
-    if ingress and length.isdigit() and int(length) > ingress.settings.max_upload_bytes + 65536:
-        response: Response = _error_response(request, 413, error_body(
-            "too_large", f"request body is {length} bytes; at most "
-            f"{ingress.settings.max_upload_bytes}"))
-    else:
-        response = await call_next(request)
-    return response  # Serve's proxy returns the X-Request-ID header itself
+    Serve's proxy honours a client's X-Request-ID (or makes one), logs it with every
+    line of the request and returns it; here it is kept for error bodies. A declared
+    Content-Length over the limit is refused before a byte is read; a chunked body is
+    counted as it streams in, so no route ever parses more than the limit."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[Any], Awaitable[None]]) -> None:
+        ingress: Ingress | None = (
+            getattr(scope["app"].state, "ingress", None) if scope["type"] == "http" else None)
+        if ingress is None:
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        limit = ingress.settings.max_upload_bytes + 65536  # room for multipart framing
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            body = error_body("too_large", f"request body is {int(declared)} bytes; at most "
+                              f"{limit}", None, request_id)
+            return await JSONResponse(body, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+app.add_middleware(RequestGuard)
 
 
 @app.exception_handler(ServiceError)
@@ -119,6 +144,8 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 @app.exception_handler(StarletteHTTPException)
 async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc.__cause__, ServiceError):  # FastAPI wraps errors of body reading in 400
+        return await service_error(request, exc.__cause__)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return _error_response(request, exc.status_code, error_body(code, str(exc.detail)),
                            getattr(exc, "headers", None))
@@ -230,13 +257,12 @@ class Ingress:
 
     # ---- documents --------------------------------------------------------------------
 
-    async def _source_bytes(self, source: schemas.Source) -> bytes:
+    async def _source_bytes(self, source: schemas.PathSource | schemas.UrlSource) -> bytes:
         s = self.settings
-        if source.path is not None:
+        if isinstance(source, schemas.PathSource):
             assert s.upload_base is not None
             return await run_in_threadpool(read_upload_file, s.upload_base, source.path,
                                            s.max_upload_bytes)
-        assert source.url is not None
         return await fetch_url(self.http, source.url, s.allowed_pdf_hosts, s.max_upload_bytes,
                                s.url_timeout_s)
 

@@ -16,17 +16,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Source(Strict):
-    """Where the document is: a path under OCR_SIDECAR_UPLOAD_BASE or an allowlisted URL."""
+class PathSource(Strict):
+    """A file under OCR_SIDECAR_UPLOAD_BASE: relative to it, or absolute inside it."""
 
-    path: str | None = Field(None, examples=["inbox/letter-1911.pdf"])
-    url: str | None = Field(None, examples=["https://dms.example.org/files/42.pdf"])
+    path: str = Field(min_length=1, max_length=4096, examples=["inbox/letter-1911.pdf"])
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Source:
-        if (self.path is None) == (self.url is None):
-            raise ValueError("give exactly one of source.path or source.url")
-        return self
+
+class UrlSource(Strict):
+    """An http(s) URL whose host is in ALLOWED_PDF_HOSTS."""
+
+    url: str = Field(min_length=1, max_length=4096,
+                     examples=["https://dms.example.org/files/42.pdf"])
+
+
+Source = PathSource | UrlSource
 
 
 class PageOptions(Strict):

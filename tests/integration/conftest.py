@@ -43,6 +43,9 @@ def service(tiny_models: dict[str, str]) -> Iterator[dict[str, object]]:
         "DATA_DIR": str(work / "data"),
         "RESIDENCY_PROFILE": "balanced",
         "OCR_MAX_PAGES": "5",
+        "OCR_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
+        "EMBED_MAX_TEXTS": "64",
+        "EMBED_MAX_TEXT_CHARS": "4000",
     })
     for name in ("OCR_SIDECAR_AUTH_MODE", "STATE_DIR", "MODEL_CACHE_DIR", "TMPDIR",
                  "OCR_SIDECAR_UPLOAD_BASE"):

@@ -68,7 +68,7 @@ def test_malformed_json_is_422(client: httpx.Client, unchanged) -> None:
         ("/v1/embed", {"texts": ["a"], "unknown": 1}, "body.unknown"),
         ("/v1/rerank", {"query": "q"}, "body.documents"),
         ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, "body.top_n"),
-        ("/v1/ocr", {"source": {}}, "body.source"),
+        ("/v1/ocr", {"source": {}}, "body.source.PathSource.path"),
         ("/v1/ocr", {"source": {"path": "a.pdf"}, "dpi": 5000}, "body.dpi"),
         ("/v1/ocr", {"source": {"path": "a.pdf"}, "formats": ["docx"]}, "body.formats.0"),
         ("/v1/ocr", {"source": {"path": "a.pdf"}, "engine": "magic"}, "body.engine"),
@@ -150,7 +150,7 @@ def test_bad_upload_options_are_422(client: httpx.Client) -> None:
 
 
 def test_too_many_texts_is_413(client: httpx.Client) -> None:
-    _error(client.post("/v1/embed", json={"texts": ["a"] * 1025}), 413)
+    _error(client.post("/v1/embed", json={"texts": ["a"] * 65}), 413)  # the test limit: 64
 
 
 def test_request_id_is_returned_and_in_the_error(client: httpx.Client) -> None:
@@ -158,3 +158,25 @@ def test_request_id_is_returned_and_in_the_error(client: httpx.Client) -> None:
                            headers={"X-Request-ID": "trace-abc-123"})
     assert response.headers["x-request-id"] == "trace-abc-123"
     assert response.json()["error"]["request_id"] == "trace-abc-123"
+
+
+def test_declared_oversized_body_is_413_before_reading(client: httpx.Client, unchanged) -> None:
+    body = b"x" * (5 * 1024 * 1024)  # the test service allows 4 MiB
+    response = client.post("/v1/ocr/upload", content=body,
+                           headers={"Content-Type": "application/octet-stream"})
+    _error(response, 413)
+
+
+def test_chunked_oversized_body_is_413_while_streaming(client: httpx.Client, unchanged) -> None:
+    def chunks():  # no Content-Length: the limit must be counted as bytes arrive
+        for _ in range(6):
+            yield b"x" * (1024 * 1024)
+
+    response = client.post("/v1/embed", content=chunks(),
+                           headers={"Content-Type": "application/json"})
+    _error(response, 413)
+
+
+def test_oversized_file_by_path_is_413(client: httpx.Client, upload) -> None:
+    path = upload("bad/huge.pdf", b"%PDF-1.7\n" + b"0" * (5 * 1024 * 1024))
+    _error(client.post("/v1/ocr", json={"source": {"path": path}}), 413)
