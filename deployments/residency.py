@@ -9,20 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from deployments.models import read_yaml
+from deployments.policy import Profile
 from deployments.vram import open_monitor
-
-
-class Profile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    description: str = ""
-    llm_reserved_mb: int = Field(ge=0)
-    use_gpu: bool = True
 
 
 def load_profile(name: str, config_dir: Path | None = None) -> Profile:

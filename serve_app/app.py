@@ -22,9 +22,10 @@ from deployments.embedding import Embedding
 from deployments.models import ModelSpec, load_catalog
 from deployments.ocr import ENGINES as OCR_ENGINES
 from deployments.ocr import OCR
+from deployments.policy import Profile
 from deployments.rerank import ENGINES as RERANK_ENGINES
 from deployments.rerank import Rerank
-from deployments.residency import Profile, ResidencyController, load_profile
+from deployments.residency import ResidencyController, load_profile
 from deployments.segmentation import ENGINES as SEGMENTATION_ENGINES
 from deployments.segmentation import Segmentation
 from serve_app.ingress import Ingress

@@ -1,0 +1,119 @@
+"""The residency policy: a pure function from VRAM, profile, models and time to placements.
+
+LLM first: when free VRAM falls under the low watermark, our models leave the GPU in
+the profile's eviction order (embedding and rerank first, then segmentation, then OCR)
+until the projected free memory reaches the high watermark. A model comes back only
+when free VRAM has stayed above the high watermark plus its footprint for the hold
+time, and not sooner than the hold time after its own last move, so nothing flaps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Device = Literal["gpu", "cpu"]
+
+
+class Profile(BaseModel):
+    """A residency profile from config/profiles.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    llm_reserved_mb: int = Field(ge=0)
+    use_gpu: bool = True
+    low_watermark_mb: int = Field(2048, ge=0, description="Evict below this much free VRAM.")
+    high_watermark_mb: int = Field(4096, ge=0, description="Evict until / return above this.")
+    hold_s: float = Field(30.0, ge=0, description="Calm time before a model returns.")
+    eviction_order: tuple[str, ...] = ("Rerank", "Embedding", "Segmentation", "OCR")
+    llm_keep_alive: str = Field("5m", description="keep_alive the LLM OCR engine sends.")
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: Device
+    since: float  # time of the last move (or of the start)
+    reason: str = "start"
+
+
+@dataclass(frozen=True)
+class ResidencyState:
+    placements: dict[str, Placement]
+    calm_since: float | None = None  # since when free VRAM has stayed above high watermark
+    history: tuple[Decision, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Decision:
+    deployment: str
+    device: Device
+    reason: str
+    at: float
+
+
+def calculate_ocr_residency(profile: Profile) -> str:
+    """The keep_alive the LLM OCR engine sends to Ollama under this profile."""
+    return profile.llm_keep_alive
+
+
+def initial_state(footprints: dict[str, int], now: float, gpu: bool) -> ResidencyState:
+    device: Device = "gpu" if gpu else "cpu"
+    return ResidencyState({name: Placement(device if mb else "cpu", now)
+                           for name, mb in footprints.items()})
+
+
+def decide(free_mb: int | None, profile: Profile, footprints: dict[str, int],
+           state: ResidencyState, now: float) -> ResidencyState:
+    """The next state; its history gains one Decision per model that moves.
+
+    free_mb is the free VRAM of the GPU our models share (None: no GPU)."""
+    placements = dict(state.placements)
+    moves: list[Decision] = []
+
+    def move(name: str, device: Device, reason: str) -> None:
+        placements[name] = Placement(device, now, reason)
+        moves.append(Decision(name, device, reason, now))
+
+    if free_mb is None or not profile.use_gpu:
+        why = "no GPU" if free_mb is None else f"profile {profile.name} keeps us on the CPU"
+        for name, placement in placements.items():
+            if placement.device == "gpu":
+                move(name, "cpu", why)
+        return replace(state, placements=placements, calm_since=None,
+                       history=state.history + tuple(moves))
+
+    order = [n for n in profile.eviction_order if n in placements] + sorted(
+        n for n in placements if n not in profile.eviction_order)
+    if free_mb < profile.low_watermark_mb:
+        projected = free_mb
+        for name in order:
+            if projected >= profile.high_watermark_mb:
+                break
+            if placements[name].device == "gpu" and footprints.get(name, 0):
+                move(name, "cpu", f"free VRAM {free_mb} MB < low watermark "
+                                  f"{profile.low_watermark_mb} MB: the LLM needs it")
+                projected += footprints[name]
+        return replace(state, placements=placements, calm_since=None,
+                       history=state.history + tuple(moves))
+
+    calm_since = state.calm_since
+    if free_mb >= profile.high_watermark_mb:
+        calm_since = now if calm_since is None else calm_since
+    else:
+        calm_since = None
+    if calm_since is not None and now - calm_since >= profile.hold_s:
+        available = free_mb
+        for name in reversed(order):  # the last to leave is the first to return
+            placement, need = placements[name], footprints.get(name, 0)
+            rested = now - placement.since >= profile.hold_s
+            fits = available - need >= profile.high_watermark_mb
+            if placement.device == "cpu" and need and rested and fits:
+                move(name, "gpu", f"free VRAM stayed above {profile.high_watermark_mb} MB "
+                                  f"for {profile.hold_s:.0f} s")
+                available -= need
+    return replace(state, placements=placements, calm_since=calm_since,
+                   history=state.history + tuple(moves))
