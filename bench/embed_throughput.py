@@ -17,7 +17,6 @@ import asyncio
 import os
 import platform
 import random
-import re
 import shutil
 import socket
 import sys
@@ -27,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.report import write_report  # noqa: E402 - after the path setup
 
 WORDS = [
     "archive",
@@ -204,18 +205,6 @@ def service(texts: list[str], per_request: int, concurrency: int) -> float:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def write_report(markdown: str, marker: str = "embed_throughput") -> None:
-    target = ROOT / "docs" / "benchmarks.md"
-    text = target.read_text(encoding="utf-8") if target.exists() else "# Benchmarks\n"
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    block = f"{start}\n{markdown}\n{end}"
-    if start in text:
-        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    target.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=6144)
@@ -238,7 +227,7 @@ def main() -> None:
         f"**{ratio:.2f}** |\n"
     )
     print(report)
-    write_report(report)
+    write_report(report, "embed_throughput")
 
 
 if __name__ == "__main__":

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from deployments.models import ModelSpec, resolve_weights
-from deployments.replica import best_device, replica_info
+from deployments.replica import ModelReplica
 from serve_app.errors import InvalidInput
 from serve_app.settings import Settings
-
-logger = logging.getLogger("ray.serve")
 
 DEFAULT_MAX_LENGTH = 512
 # Padded tokens per forward: bounds activation memory whatever the texts' lengths.
@@ -75,6 +73,10 @@ class FlagEncoder(ABC):
             self.torch.from_numpy(ids).to(self.device),
             self.torch.from_numpy(mask).to(self.device),
         )
+
+    def move(self, device: str) -> None:
+        self.model.to(device)
+        self.device = device
 
     @abstractmethod
     def forward(self, batch: list[list[int]], want: frozenset[str]) -> list[dict[str, Any]]:
@@ -170,15 +172,16 @@ class EmbedJob:
 
 
 @serve.deployment(name="Embedding", max_ongoing_requests=64, health_check_period_s=10)
-class Embedding:
+class Embedding(ModelReplica):
     """Dynamic batching across requests; one length-sorted forward per token budget."""
 
-    def __init__(self, spec: ModelSpec, settings: Settings):
-        weights = resolve_weights(spec, settings)
-        self.spec = spec
-        self.device = best_device()
-        self.engine = ENGINES[spec.engine](str(weights), spec, self.device)
-        logger.info("embedding model %s ready on %s", spec.name, self.device)
+    deployment_name = "Embedding"
+
+    def __init__(self, spec: ModelSpec, settings: Settings,
+                 residency: DeploymentHandle | None = None):
+        weights = str(resolve_weights(spec, settings))
+        self.start(spec, settings, residency,
+                   lambda device: ENGINES[spec.engine](weights, spec, device))
 
     async def embed(
         self, texts: list[str], want: list[str], max_length: int | None = None
@@ -195,6 +198,7 @@ class Embedding:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.003)
     async def _embed_batch(self, jobs: list[EmbedJob]) -> list[list[dict[str, Any]]]:
+        await self.follower.ensure()
         return await asyncio.to_thread(self._run, jobs)
 
     def _run(self, jobs: list[EmbedJob]) -> list[list[dict[str, Any]]]:
@@ -219,6 +223,3 @@ class Embedding:
                 results[job_index][text_index] = item
             start += size
         return results
-
-    def describe(self) -> dict[str, Any]:
-        return replica_info("Embedding", self.spec, self.device)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Protocol
 
 import numpy as np
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from deployments.models import ModelSpec, resolve_weights
-from deployments.replica import best_device, replica_info
+from deployments.replica import ModelReplica
 from serve_app.errors import InvalidInput
 from serve_app.settings import Settings
-
-logger = logging.getLogger("ray.serve")
 
 
 class OcrEngine(Protocol):
@@ -24,6 +22,8 @@ class OcrEngine(Protocol):
 
     def recognize(self, image: np.ndarray, languages: list[str]) -> list[dict[str, Any]]: ...
 
+    def move(self, device: str) -> None: ...
+
 
 class RapidOcrEngine:
     """PP-OCR through rapidocr's ONNX runtime; the weights ship inside its wheel."""
@@ -31,12 +31,16 @@ class RapidOcrEngine:
     name = "rapidocr"
 
     def __init__(self, spec: ModelSpec, settings: Settings, device: str):
+        self.spec = spec
+        self.move(device)
+
+    def move(self, device: str) -> None:
+        """onnxruntime sessions are bound to a provider: a move builds new ones."""
         from rapidocr import RapidOCR
 
-        params: dict[str, Any] = {"Global.log_level": "warning"}
-        if device == "cuda":
-            params["EngineConfig.onnxruntime.use_cuda"] = True
-        params.update(spec.options)
+        params: dict[str, Any] = {"Global.log_level": "warning",
+                                  "EngineConfig.onnxruntime.use_cuda": device == "cuda"}
+        params.update(self.spec.options)
         self._ocr = RapidOCR(params=params)
 
     def recognize(self, image: np.ndarray, languages: list[str]) -> list[dict[str, Any]]:
@@ -62,23 +66,19 @@ ENGINES: dict[str, type[OcrEngine]] = {"rapidocr": RapidOcrEngine}
 
 
 @serve.deployment(name="OCR", max_ongoing_requests=8, health_check_period_s=10)
-class OCR:
+class OCR(ModelReplica):
     """One replica holds one OCR engine on its GPU share (or the CPU)."""
 
-    def __init__(self, spec: ModelSpec, settings: Settings):
+    deployment_name = "OCR"
+
+    def __init__(self, spec: ModelSpec, settings: Settings,
+                 residency: DeploymentHandle | None = None):
         resolve_weights(spec, settings)  # fail the start if configured weights are missing
-        self.spec = spec
-        self.device = best_device()
-        self.engine = ENGINES[spec.engine](spec, settings, self.device)
-        logger.info("OCR engine %s ready on %s", spec.engine, self.device)
+        self.start(spec, settings, residency,
+                   lambda device: ENGINES[spec.engine](spec, settings, device))
 
     async def recognize(self, image: np.ndarray, languages: list[str]) -> list[dict[str, Any]]:
         if image.ndim != 3 or image.shape[2] != 3:
             raise InvalidInput("page image must be RGB")
+        await self.follower.ensure()
         return await asyncio.to_thread(self.engine.recognize, image, languages)
-
-    def engines(self) -> list[str]:
-        return [self.engine.name]
-
-    def describe(self) -> dict[str, Any]:
-        return replica_info("OCR", self.spec, self.device)

@@ -3,8 +3,9 @@
 LLM first: when free VRAM falls under the low watermark, our models leave the GPU in
 the profile's eviction order (embedding and rerank first, then segmentation, then OCR)
 until the projected free memory reaches the high watermark. A model comes back only
-when free VRAM has stayed above the high watermark plus its footprint for the hold
-time, and not sooner than the hold time after its own last move, so nothing flaps.
+when the lowest free VRAM seen over the last hold time leaves room for it above the
+high watermark, and not sooner than the hold time after its own last move, so nothing
+flaps.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ class Placement:
 @dataclass(frozen=True)
 class ResidencyState:
     placements: dict[str, Placement]
-    calm_since: float | None = None  # since when free VRAM has stayed above high watermark
+    # (time, free MB) readings covering the last hold time: the oldest one is at or
+    # before its start, so its value held until the next reading.
+    recent: tuple[tuple[float, int], ...] = ()
     history: tuple[Decision, ...] = field(default=())
 
 
@@ -83,11 +86,12 @@ def decide(free_mb: int | None, profile: Profile, footprints: dict[str, int],
         for name, placement in placements.items():
             if placement.device == "gpu":
                 move(name, "cpu", why)
-        return replace(state, placements=placements, calm_since=None,
+        return replace(state, placements=placements, recent=(),
                        history=state.history + tuple(moves))
 
     order = [n for n in profile.eviction_order if n in placements] + sorted(
         n for n in placements if n not in profile.eviction_order)
+    recent, covered = _window((*state.recent, (now, free_mb)), now - profile.hold_s)
     if free_mb < profile.low_watermark_mb:
         projected = free_mb
         for name in order:
@@ -97,23 +101,25 @@ def decide(free_mb: int | None, profile: Profile, footprints: dict[str, int],
                 move(name, "cpu", f"free VRAM {free_mb} MB < low watermark "
                                   f"{profile.low_watermark_mb} MB: the LLM needs it")
                 projected += footprints[name]
-        return replace(state, placements=placements, calm_since=None,
-                       history=state.history + tuple(moves))
-
-    calm_since = state.calm_since
-    if free_mb >= profile.high_watermark_mb:
-        calm_since = now if calm_since is None else calm_since
-    else:
-        calm_since = None
-    if calm_since is not None and now - calm_since >= profile.hold_s:
-        available = free_mb
+    elif covered:
+        available = min(free for _, free in recent)
         for name in reversed(order):  # the last to leave is the first to return
             placement, need = placements[name], footprints.get(name, 0)
             rested = now - placement.since >= profile.hold_s
             fits = available - need >= profile.high_watermark_mb
             if placement.device == "cpu" and need and rested and fits:
                 move(name, "gpu", f"free VRAM stayed above {profile.high_watermark_mb} MB "
-                                  f"for {profile.hold_s:.0f} s")
+                                  f"+ {need} MB for {profile.hold_s:.0f} s")
                 available -= need
-    return replace(state, placements=placements, calm_since=calm_since,
+    if any(m.device == "gpu" for m in moves):  # readings from before the return are stale
+        recent = ((now, free_mb - sum(footprints[m.deployment] for m in moves)),)
+    return replace(state, placements=placements, recent=recent,
                    history=state.history + tuple(moves))
+
+
+def _window(readings: tuple[tuple[float, int], ...], start: float
+            ) -> tuple[tuple[tuple[float, int], ...], bool]:
+    """The readings that cover [start, now], and whether they reach back to start."""
+    older = [r for r in readings if r[0] <= start]
+    newer = tuple(r for r in readings if r[0] > start)
+    return ((older[-1], *newer), True) if older else (newer, False)

@@ -1,23 +1,82 @@
-"""What every model replica reports about itself: model, device, GPU share."""
+"""What every model replica shares: its report, its GPU memory cap, following placement."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray.serve.handle import DeploymentHandle
 
 from deployments.models import ModelSpec
+from serve_app.settings import Settings
+
+logger = logging.getLogger("ray.serve")
+
+GPU_HEADROOM = 1.15  # allocator cap = share of the GPU * headroom
 
 
-def best_device() -> str:
-    """cuda when this replica was given a GPU that torch can use, else cpu."""
+def torch_device(placement: str) -> str:
+    """The torch device for a placement: cuda only where this replica can really use it."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if placement == "gpu" and torch.cuda.is_available() else "cpu"
 
 
-def replica_info(deployment: str, spec: ModelSpec, device: str) -> dict[str, Any]:
+def cap_gpu_memory() -> None:
+    """Ray's GPU fractions are logical: cap this process's torch allocator to its share."""
+    import torch
+
+    share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
+    if share and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(min(1.0, share * GPU_HEADROOM))
+
+
+def gpu_allocated_mb() -> int | None:
+    import torch
+
+    return torch.cuda.memory_allocated() >> 20 if torch.cuda.is_available() else None
+
+
+class PlacementFollower:
+    """Asks the ResidencyController where this model belongs and moves it there.
+
+    The answer is trusted for cache_s (the controller's polling period: it cannot change
+    faster); a controller that cannot be reached leaves the model where it is, and the
+    replica logs that."""
+
+    def __init__(self, deployment: str, residency: DeploymentHandle | None,
+                 move: Callable[[str], None], placement: str, cache_s: float):
+        self.deployment, self.residency, self.move = deployment, residency, move
+        self.cache_s = cache_s
+        self.placement = placement
+        self.moves = 0
+        self.checked = float("-inf")
+
+    async def ensure(self) -> str:
+        if self.residency is None or time.monotonic() - self.checked < self.cache_s:
+            return self.placement
+        self.checked = time.monotonic()
+        try:
+            wanted = await asyncio.wait_for(
+                self.residency.placement.remote(self.deployment), timeout=2.0)
+        except Exception as exc:  # unreachable or slow controller: keep the last decision
+            logger.warning("residency controller unreachable (%s); %s stays on %s",
+                           type(exc).__name__, self.deployment, self.placement)
+            return self.placement
+        if wanted != self.placement:
+            await asyncio.to_thread(self.move, wanted)
+            logger.info("%s moved %s -> %s", self.deployment, self.placement, wanted)
+            self.placement, self.moves = wanted, self.moves + 1
+        return self.placement
+
+
+def replica_info(deployment: str, spec: ModelSpec, device: str,
+                 follower: PlacementFollower | None = None) -> dict[str, Any]:
     """The ModelInfo body of /v1/capacity and /v1/models for one replica."""
     resources = ray.get_runtime_context().get_assigned_resources()
     return {
@@ -26,9 +85,48 @@ def replica_info(deployment: str, spec: ModelSpec, device: str) -> dict[str, Any
         "kind": spec.kind,
         "engine": spec.engine,
         "device": device,
+        "placement": follower.placement if follower else "cpu",
+        "moves": follower.moves if follower else 0,
         "footprint_mb": spec.footprint_mb,
         "gpu_share": round(float(resources.get("GPU", 0.0)), 4),
+        "gpu_allocated_mb": gpu_allocated_mb() if spec.footprint_mb else None,
         # Ray sets this for replicas with num_gpus > 0; it is what torch/CUDA will see.
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "loaded": True,
     }
+
+
+class ModelReplica:
+    """Base of the model deployments: engine start on the right device, moves, report."""
+
+    deployment_name = "model"
+
+    def start(self, spec: ModelSpec, settings: Settings, residency: DeploymentHandle | None,
+              make_engine: Callable[[str], Any]) -> None:
+        self.spec = spec
+        share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
+        placement = "gpu" if share else "cpu"
+        holds_weights = spec.footprint_mb > 0
+        if holds_weights:
+            cap_gpu_memory()
+        self.device = torch_device(placement) if holds_weights else "cpu"
+        self.engine = make_engine(self.device)
+        follows = residency if holds_weights and share else None
+        self.follower = PlacementFollower(self.deployment_name, follows, self._move, placement,
+                                          settings.residency_poll_s)
+        logger.info("%s: %s (%s) ready on %s", self.deployment_name, spec.name, spec.engine,
+                    self.device)
+
+    def _move(self, placement: str) -> None:
+        device = torch_device(placement)
+        if device == self.device:
+            return
+        self.engine.move(device)
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+        self.device = device
+
+    def describe(self) -> dict[str, Any]:
+        return replica_info(self.deployment_name, self.spec, self.device, self.follower)

@@ -8,7 +8,6 @@ Embedding deployment's dense vectors; the response names the method used.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,10 +16,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.models import ModelSpec, resolve_weights
-from deployments.replica import best_device, replica_info
+from deployments.replica import ModelReplica
 from serve_app.settings import Settings
-
-logger = logging.getLogger("ray.serve")
 
 MAX_PAIRS_PER_FORWARD = 64
 
@@ -37,6 +34,8 @@ class RerankEngine(Protocol):
 
     async def score(self, jobs: list[RerankJob]) -> list[list[float]]: ...
 
+    def move(self, device: str) -> None: ...
+
 
 class CrossEncoderEngine:
     """FlagReranker's model and tokenizer; sigmoid of the relevance logit, in [0, 1]."""
@@ -52,6 +51,10 @@ class CrossEncoderEngine:
         reranker = FlagReranker(str(weights), use_fp16=False, devices=[device])
         self.tokenizer = reranker.tokenizer
         self.model = reranker.model.to(device).eval()
+        self.device = device
+
+    def move(self, device: str) -> None:
+        self.model.to(device)
         self.device = device
 
     async def score(self, jobs: list[RerankJob]) -> list[list[float]]:
@@ -83,6 +86,9 @@ class EmbeddingSimilarityEngine:
             raise ValueError("embedding-similarity rerank needs the Embedding deployment")
         self.embedding: DeploymentHandle = embedding
 
+    def move(self, device: str) -> None:
+        """No weights here; the Embedding deployment follows its own placement."""
+
     async def score(self, jobs: list[RerankJob]) -> list[list[float]]:
         texts = [text for job in jobs for text in (job.query, *job.documents)]
         max_length = max(job.max_length for job in jobs)
@@ -111,15 +117,15 @@ ENGINES: dict[str, type[RerankEngine]] = {
 
 
 @serve.deployment(name="Rerank", max_ongoing_requests=64, health_check_period_s=10)
-class Rerank:
+class Rerank(ModelReplica):
     """Scores (query, document) pairs; requests arriving together share forwards."""
 
-    def __init__(self, spec: ModelSpec, settings: Settings, embedding: DeploymentHandle | None):
-        self.spec = spec
-        uses_weights = spec.footprint_mb > 0
-        self.device = best_device() if uses_weights else "cpu"
-        self.engine = ENGINES[spec.engine](spec, settings, self.device, embedding)
-        logger.info("rerank engine %s (%s) ready", spec.name, self.engine.method)
+    deployment_name = "Rerank"
+
+    def __init__(self, spec: ModelSpec, settings: Settings, embedding: DeploymentHandle | None,
+                 residency: DeploymentHandle | None = None):
+        self.start(spec, settings, residency,
+                   lambda device: ENGINES[spec.engine](spec, settings, device, embedding))
 
     async def rerank(self, query: str, documents: list[str], max_length: int = 512
                      ) -> dict[str, Any]:
@@ -128,7 +134,5 @@ class Rerank:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)
     async def _rerank_batch(self, jobs: list[RerankJob]) -> list[list[float]]:
+        await self.follower.ensure()
         return await self.engine.score(jobs)
-
-    def describe(self) -> dict[str, Any]:
-        return replica_info("Rerank", self.spec, self.device)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from deployments.models import ModelSpec, resolve_weights
-from deployments.replica import best_device, replica_info
+from deployments.replica import ModelReplica
 from serve_app.settings import Settings
-
-logger = logging.getLogger("ray.serve")
 
 
 def _points(points: Any) -> list[tuple[float, float]]:
@@ -32,9 +30,14 @@ class KrakenBllaEngine:
 
         weights = resolve_weights(spec, settings)
         self._model = SegmentationTaskModel.load_model(weights)
-        accelerator = "gpu" if device == "cuda" else "cpu"
-        self._config = SegmentationInferenceConfig(accelerator=accelerator, **spec.options)
+        self._config = SegmentationInferenceConfig(**spec.options)
         self._lock = threading.Lock()  # the task model keeps per-call state
+        self.move(device)
+
+    def move(self, device: str) -> None:
+        """kraken moves its nets to the configured accelerator before each page."""
+        with self._lock:
+            self._config.accelerator = "gpu" if device == "cuda" else "cpu"
 
     def segment(self, image: np.ndarray) -> dict[str, Any]:
         from PIL import Image
@@ -64,17 +67,16 @@ ENGINES: dict[str, type[KrakenBllaEngine]] = {"kraken-blla": KrakenBllaEngine}
 
 
 @serve.deployment(name="Segmentation", max_ongoing_requests=4, health_check_period_s=10)
-class Segmentation:
+class Segmentation(ModelReplica):
     """Baseline segmentation of page images."""
 
-    def __init__(self, spec: ModelSpec, settings: Settings):
-        self.spec = spec
-        self.device = best_device()
-        self.engine = ENGINES[spec.engine](spec, settings, self.device)
-        logger.info("segmentation engine %s ready on %s", spec.engine, self.device)
+    deployment_name = "Segmentation"
+
+    def __init__(self, spec: ModelSpec, settings: Settings,
+                 residency: DeploymentHandle | None = None):
+        self.start(spec, settings, residency,
+                   lambda device: ENGINES[spec.engine](spec, settings, device))
 
     async def segment(self, image: np.ndarray) -> dict[str, Any]:
+        await self.follower.ensure()
         return await asyncio.to_thread(self.engine.segment, image)
-
-    def describe(self) -> dict[str, Any]:
-        return replica_info("Segmentation", self.spec, self.device)

@@ -1,14 +1,21 @@
 """VRAM monitor: what each GPU holds and how much of it is the LLM's.
 
 pynvml reads the real GPUs; where NVML is missing (no driver, a laptop, CI)
-the monitor answers "no GPU" instead of failing.
+the monitor answers "no GPU" instead of failing. Two fakes stand in for NVML where no
+GPU exists: ScenarioMonitor replays a timeline file (bench/residency_sim.py), and
+FakeGpuMonitor reads the LLM's share from Ollama's real /api/ps (tests, demos).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+
+import httpx
+import yaml
 
 logger = logging.getLogger("ray.serve")
 
@@ -87,3 +94,88 @@ def open_monitor() -> VramMonitor:
     except Exception as exc:  # pynvml raises NVMLError_* or ImportError-like errors
         logger.info("no NVML (%s): VRAM monitor reports no GPU", exc)
         return NoGpuMonitor()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A timeline of the LLM's VRAM demand, for tests and bench/residency_sim.py.
+
+    points: (t seconds, LLM MB, ramp) - with ramp the demand rises or falls linearly from
+    the previous point, otherwise it steps at t."""
+
+    name: str
+    total_mb: int
+    duration_s: float
+    poll_s: float
+    points: tuple[tuple[float, int, bool], ...]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scenario:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+        points = tuple((float(p["t"]), int(p["llm_mb"]), bool(p.get("ramp", False)))
+                       for p in raw["llm"])
+        return cls(raw.get("name", Path(path).stem), int(raw["total_mb"]),
+                   float(raw["duration_s"]), float(raw.get("poll_s", 1.0)), points)
+
+    def llm_mb(self, t: float) -> int:
+        demand, previous = 0, (0.0, 0)
+        for at, mb, ramp in self.points:
+            if t < at:
+                if ramp and at > previous[0]:
+                    share = (t - previous[0]) / (at - previous[0])
+                    return round(previous[1] + share * (mb - previous[1]))
+                return demand
+            demand, previous = mb, (at, mb)
+        return demand
+
+
+class ScenarioMonitor:
+    """Fake NVML for hosts without a GPU: one GPU whose LLM process follows a scenario.
+
+    Our own usage comes from a callback (what the residency state has on the GPU), so
+    the monitor reports what NVML would: used = LLM + ours, capped at the total."""
+
+    def __init__(self, scenario: Scenario, clock: Callable[[], float],
+                 ours: Callable[[], int]):
+        self.scenario, self.clock, self.ours = scenario, clock, ours
+
+    def snapshot(self) -> list[GpuSnapshot]:
+        llm, mine = self.scenario.llm_mb(self.clock()), self.ours()
+        used = min(self.scenario.total_mb, llm + mine)
+        return [GpuSnapshot(
+            index=0, name=f"fake ({self.scenario.name})", total_mb=self.scenario.total_mb,
+            used_mb=used, free_mb=self.scenario.total_mb - used, llm_used_mb=llm,
+            processes=[ProcessUsage(1, "ollama", llm), ProcessUsage(2, "ocr-graph", mine)],
+        )]
+
+
+def ollama_vram_mb(client: httpx.Client, ollama_url: str) -> int:
+    """What Ollama's loaded models hold on the GPU, from its GET /api/ps (size_vram)."""
+    response = client.get(f"{ollama_url.rstrip('/')}/api/ps")
+    response.raise_for_status()
+    return sum(int(m.get("size_vram", 0)) for m in response.json().get("models", [])) >> 20
+
+
+class FakeGpuMonitor:
+    """A GPU of a declared size for hosts without one (VRAM_FAKE_TOTAL_MB): the LLM's share
+    comes from Ollama's real /api/ps, ours from what the residency state has placed."""
+
+    def __init__(self, total_mb: int, ollama_url: str, ours: Callable[[], int]):
+        self.total_mb, self.ollama_url, self.ours = total_mb, ollama_url, ours
+        self.client = httpx.Client(timeout=1.0)
+        self.llm_mb = 0
+
+    def snapshot(self) -> list[GpuSnapshot]:
+        try:
+            self.llm_mb = ollama_vram_mb(self.client, self.ollama_url)
+        except (httpx.HTTPError, ValueError) as exc:  # keep the last reading, say why
+            logger.warning("Ollama /api/ps unreadable (%s): LLM share stays %d MB", exc,
+                           self.llm_mb)
+        mine = self.ours()
+        used = min(self.total_mb, self.llm_mb + mine)
+        return [GpuSnapshot(
+            index=0, name="fake GPU (VRAM_FAKE_TOTAL_MB)", total_mb=self.total_mb,
+            used_mb=used, free_mb=self.total_mb - used, llm_used_mb=self.llm_mb,
+            processes=[ProcessUsage(0, "ollama", self.llm_mb), ProcessUsage(0, "ocr-graph", mine)],
+        )]

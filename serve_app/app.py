@@ -64,6 +64,9 @@ class AppArgs(BaseModel):
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Catalog entries added to config/models.yaml."
     )
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Residency profiles added to config/profiles.yaml."
+    )
     deployment_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per deployment name: Serve .options() overrides."
     )
@@ -154,7 +157,7 @@ def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
     args = AppArgs.model_validate(args or {})
     settings = Settings.load(args.settings)
     settings.ensure_dirs()
-    profile = load_profile(settings.residency_profile)
+    profile = load_profile(settings.residency_profile, args.profiles)
     chosen = _choose_models(args, load_catalog(args.models))
 
     cluster_gpus = _cluster_gpus()
@@ -175,20 +178,21 @@ def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
         }}
         return _merge(base, args.deployment_options.get(name, {}))
 
+    on_gpu = {name: chosen[name].footprint_mb for name in chosen if shares[name]}
+    residency = ResidencyController.options(
+        **args.deployment_options.get("ResidencyController", {})
+    ).bind(profile, on_gpu, bool(on_gpu), settings)
     classes = {"OCR": OCR, "Segmentation": Segmentation, "Embedding": Embedding}
     handles: dict[str, Any] = {
-        name: classes[name].options(**options(name, shares[name])).bind(chosen[name], settings)
+        name: classes[name].options(**options(name, shares[name])).bind(
+            chosen[name], settings, residency)
         for name in classes
         if name in chosen
     }
     if "Rerank" in chosen:
         handles["Rerank"] = Rerank.options(**options("Rerank", shares["Rerank"])).bind(
-            chosen["Rerank"], settings, handles.get("Embedding")
+            chosen["Rerank"], settings, handles.get("Embedding"), residency
         )
-    placements = {name: "gpu" if shares[name] else "cpu" for name in chosen}
-    residency = ResidencyController.options(
-        **_merge({}, args.deployment_options.get("ResidencyController", {}))
-    ).bind(profile, placements)
     for name in chosen:
         logger.info("deployment %s: model %s, num_gpus %s", name, chosen[name].name, shares[name])
     return Ingress.options(**args.deployment_options.get("Ingress", {})).bind(

@@ -179,9 +179,14 @@ class ModelInfo(BaseModel):
     model: str
     kind: str
     engine: str
-    device: str
+    device: str = Field(description="Where the weights are: cuda or cpu.")
+    placement: Literal["gpu", "cpu"] = Field(
+        description="Where the residency controller wants the model (gpu falls back to cpu "
+        "on a replica without CUDA).")
+    moves: int = Field(description="Moves this replica made since it started.")
     footprint_mb: int
     gpu_share: float = Field(description="Ray's logical num_gpus of each replica.")
+    gpu_allocated_mb: int | None = Field(description="torch's allocated CUDA memory.")
     cuda_visible_devices: str | None
     loaded: bool
 
@@ -195,14 +200,30 @@ class GpuInfo(BaseModel):
     llm_used_mb: int
 
 
+class Placement(BaseModel):
+    device: Literal["gpu", "cpu"]
+    since: float
+    reason: str
+
+
+class ResidencyDecision(BaseModel):
+    deployment: str
+    device: Literal["gpu", "cpu"]
+    reason: str
+    at: float = Field(description="Controller time of the decision (seconds).")
+
+
 class CapacityResponse(BaseModel):
     gpu_available: bool
     note: str | None = None
     gpus: list[GpuInfo]
     profile: str
     llm_reserved_mb: int
+    llm_keep_alive: str = Field(description="keep_alive the LLM OCR engine sends to Ollama.")
+    polls: int = Field(description="VRAM polls the residency controller has made.")
+    placements: dict[str, Placement]
     models: list[ModelInfo]
-    decisions: list[dict[str, str]]
+    decisions: list[ResidencyDecision] = Field(description="Newest first.")
 
 
 class Health(BaseModel):

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     ollama_url: str = Field("http://127.0.0.1:11434", alias="OLLAMA_URL")
     residency_profile: str = Field("llm-first", alias="RESIDENCY_PROFILE")
     blla_model_path: Path | None = Field(None, alias="BLLA_MODEL_PATH")
+    residency_poll_s: float = Field(1.0, gt=0, alias="RESIDENCY_POLL_S")
+    # Hosts without NVML (tests, demos): pretend one GPU of this size, the LLM's share read
+    # from Ollama's /api/ps at OLLAMA_URL.
+    vram_fake_total_mb: int | None = Field(None, gt=0, alias="VRAM_FAKE_TOTAL_MB")
 
     # Limits: every one is enforced while reading, before any work is done.
     max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0, alias="OCR_MAX_UPLOAD_BYTES")

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.fake_ollama import FakeOllama
+
 API_KEY = "integration-test-key-" + os.urandom(8).hex()
 GPU_TOTAL_MB = 24000
 SMALL = {"ray_actor_options": {"num_cpus": 0.25}}
@@ -29,7 +31,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def service(tiny_models: dict[str, str]) -> Iterator[dict[str, object]]:
+def ollama() -> Iterator[FakeOllama]:
+    fake = FakeOllama().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def service(tiny_models: dict[str, str], ollama: FakeOllama) -> Iterator[dict[str, object]]:
     import ray
     from ray import serve
 
@@ -41,14 +50,14 @@ def service(tiny_models: dict[str, str]) -> Iterator[dict[str, object]]:
         "RAY_AUTH_MODE": "disabled",
         "OCR_SIDECAR_API_KEY": API_KEY,
         "DATA_DIR": str(work / "data"),
-        "RESIDENCY_PROFILE": "balanced",
         "OCR_MAX_PAGES": "5",
         "OCR_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
         "EMBED_MAX_TEXTS": "64",
         "EMBED_MAX_TEXT_CHARS": "4000",
     })
     for name in ("OCR_SIDECAR_AUTH_MODE", "STATE_DIR", "MODEL_CACHE_DIR", "TMPDIR",
-                 "OCR_SIDECAR_UPLOAD_BASE"):
+                 "OCR_SIDECAR_UPLOAD_BASE", "RESIDENCY_PROFILE", "OLLAMA_URL",
+                 "VRAM_FAKE_TOTAL_MB", "RESIDENCY_POLL_S"):
         os.environ.pop(name, None)
     port = _free_port()
     ray.init(num_cpus=4, num_gpus=1, _temp_dir=str(work / "ray"), include_dashboard=False,
@@ -57,7 +66,8 @@ def service(tiny_models: dict[str, str]) -> Iterator[dict[str, object]]:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         options = {name: SMALL for name in
                    ("OCR", "Segmentation", "Embedding", "Rerank", "ResidencyController", "Ingress")}
-        serve.run(build_app({"gpu_total_mb": GPU_TOTAL_MB, "deployment_options": options}),
+        serve.run(build_app({"gpu_total_mb": GPU_TOTAL_MB, "deployment_options": options,
+                             "settings": {"RESIDENCY_PROFILE": "balanced"}}),
                   name="main", route_prefix="/")
         serve.run(build_app({
             "gpu_total_mb": GPU_TOTAL_MB,
@@ -73,6 +83,16 @@ def service(tiny_models: dict[str, str]) -> Iterator[dict[str, object]]:
             },
             "deployment_options": options,
         }), name="tiny", route_prefix="/tiny")
+        # An embedding-only app on a fake 24 GB GPU shared with a fake Ollama, polled fast.
+        serve.run(build_app({
+            "gpu_total_mb": GPU_TOTAL_MB, "ocr_model": None, "segmentation_model": None,
+            "rerank_model": None,
+            "settings": {"RESIDENCY_PROFILE": "test-fast", "RESIDENCY_POLL_S": 0.1,
+                         "VRAM_FAKE_TOTAL_MB": GPU_TOTAL_MB, "OLLAMA_URL": ollama.url},
+            "profiles": {"test-fast": {"llm_reserved_mb": 8192, "low_watermark_mb": 2048,
+                                       "high_watermark_mb": 4096, "hold_s": 1.0}},
+            "deployment_options": options,
+        }), name="residency", route_prefix="/res")
         yield {"url": f"http://127.0.0.1:{port}", "upload_base": work / "data" / "uploads",
                "data_dir": work / "data"}
     finally:

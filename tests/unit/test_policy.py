@@ -66,15 +66,15 @@ def test_models_return_only_after_calm_for_the_hold_time() -> None:
     assert returned == ["OCR", "Segmentation", "Embedding", "Rerank"]  # last out, first in
 
 
-def test_a_dip_under_the_high_watermark_restarts_the_calm() -> None:
+def test_a_dip_within_the_hold_time_keeps_models_out() -> None:
     profile = load_profile("llm-first")
     state = decide(0, profile, FOOT, start(), now=0)
     state = decide(20000, profile, FOOT, state, now=1)
-    state = decide(5000, profile, FOOT, state, now=20)       # dip: calm lost, no eviction
+    state = decide(4500, profile, FOOT, state, now=20)       # dip: no room even for OCR
     state = decide(20000, profile, FOOT, state, now=21)
-    state = decide(20000, profile, FOOT, state, now=45)      # only 24 s calm
+    state = decide(20000, profile, FOOT, state, now=45)      # the dip is within 30 s
     assert set(devices(state).values()) == {"cpu"}
-    state = decide(20000, profile, FOOT, state, now=51)
+    state = decide(20000, profile, FOOT, state, now=51)      # 30 s of room since 21
     assert set(devices(state).values()) == {"gpu"}
 
 
@@ -121,3 +121,16 @@ def test_no_model_returns_to_the_gpu_twice_within_a_hold_time(frees: list[int]) 
     for name in FOOT:
         returns = [d.at for d in state.history if d.deployment == name and d.device == "gpu"]
         assert all(b - a >= profile.hold_s for a, b in itertools.pairwise(returns))
+
+
+def test_a_model_does_not_return_the_moment_the_llm_unloads() -> None:
+    """The room must have lasted the hold time: an LLM gone one poll ago proves nothing."""
+    profile = load_profile("llm-first")
+    state = start()
+    for t in range(0, 60):
+        state = decide(24576 - 14336 - 6700 if t == 0 else 8740, profile, FOOT, state, now=t)
+    for t in range(60, 89):
+        state = decide(23076, profile, FOOT, state, now=t)
+        assert devices(state)["Embedding"] == "cpu", t
+    state = decide(23076, profile, FOOT, state, now=90)
+    assert devices(state)["Embedding"] == "gpu"

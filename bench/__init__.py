@@ -1,0 +1,1 @@
+"""Benchmarks: not tests; each reports ratios measured in one run (docs/benchmarks.md)."""
