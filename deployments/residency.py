@@ -130,7 +130,7 @@ class ResidencyController:
         self.residency.monitor = (
             FakeGpuMonitor(settings.vram_fake_total_mb, settings.ollama_url,
                            self.residency.resident_mb)
-            if settings.vram_fake_total_mb else open_monitor()
+            if settings.vram_fake_total_mb else open_monitor(settings.llm_processes)
         )
         self.metrics = _Metrics()
         self.poll_once()

@@ -55,14 +55,22 @@ class NoGpuMonitor:
 
 
 class NvmlMonitor:
-    """pynvml backend; raises at construction where there is no NVIDIA driver."""
+    """pynvml backend; raises at construction where there is no NVIDIA driver.
 
-    def __init__(self, llm_process_names: tuple[str, ...] = DEFAULT_LLM_PROCESS_NAMES):
+    A process is the LLM's when its name starts with one of `llm_names` (ollama's
+    runners by default) or its pid is in `llm_pids` (a container whose names differ)."""
+
+    def __init__(self, llm_names: tuple[str, ...] = DEFAULT_LLM_PROCESS_NAMES,
+                 llm_pids: frozenset[int] = frozenset()):
         import pynvml
 
         pynvml.nvmlInit()
         self.nvml = pynvml
-        self.llm_names = tuple(name.lower() for name in llm_process_names)
+        self.llm_names = tuple(name.lower() for name in llm_names)
+        self.llm_pids = llm_pids
+
+    def _is_llm(self, process: ProcessUsage) -> bool:
+        return process.pid in self.llm_pids or process.name.lower().startswith(self.llm_names)
 
     def snapshot(self) -> list[GpuSnapshot]:
         import psutil
@@ -78,19 +86,25 @@ class NvmlMonitor:
                 except (psutil.Error, OSError):
                     name = "?"
                 processes.append(ProcessUsage(proc.pid, name, (proc.usedGpuMemory or 0) >> 20))
-            llm = sum(p.used_mb for p in processes if p.name.lower().startswith(self.llm_names))
             gpus.append(GpuSnapshot(
                 index=index, name=str(nvml.nvmlDeviceGetName(handle)),
                 total_mb=memory.total >> 20, used_mb=memory.used >> 20, free_mb=memory.free >> 20,
-                llm_used_mb=llm, processes=processes,
+                llm_used_mb=sum(p.used_mb for p in processes if self._is_llm(p)),
+                processes=processes,
             ))
         return gpus
 
 
-def open_monitor() -> VramMonitor:
-    """NVML where a driver answers, else the no-GPU monitor."""
+def open_monitor(llm_processes: list[str] | None = None) -> VramMonitor:
+    """NVML where a driver answers, else the no-GPU monitor.
+
+    llm_processes: names and pids of the LLM's processes (LLM_PROCESSES), added to the
+    ollama defaults."""
+    entries = llm_processes or []
+    names = DEFAULT_LLM_PROCESS_NAMES + tuple(e for e in entries if not e.isdigit())
+    pids = frozenset(int(e) for e in entries if e.isdigit())
     try:
-        return NvmlMonitor()
+        return NvmlMonitor(names, pids)
     except Exception as exc:  # pynvml raises NVMLError_* or ImportError-like errors
         logger.info("no NVML (%s): VRAM monitor reports no GPU", exc)
         return NoGpuMonitor()

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     residency_profile: str = Field("llm-first", alias="RESIDENCY_PROFILE")
     blla_model_path: Path | None = Field(None, alias="BLLA_MODEL_PATH")
     residency_poll_s: float = Field(1.0, gt=0, alias="RESIDENCY_POLL_S")
+    # Names or pids of the LLM's GPU processes, beyond ollama's own (comma list).
+    llm_processes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="LLM_PROCESSES")
     # Hosts without NVML (tests, demos): pretend one GPU of this size, the LLM's share read
     # from Ollama's /api/ps at OLLAMA_URL.
     vram_fake_total_mb: int | None = Field(None, gt=0, alias="VRAM_FAKE_TOTAL_MB")
@@ -64,9 +67,9 @@ class Settings(BaseSettings):
         # Environment first: an operator's env var beats what a config file says.
         return env_settings, init_settings
 
-    @field_validator("allowed_pdf_hosts", mode="before")
+    @field_validator("allowed_pdf_hosts", "llm_processes", mode="before")
     @classmethod
-    def _split_hosts(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [h.strip().lower() for h in value.split(",") if h.strip()]
         return value
