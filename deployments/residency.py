@@ -160,5 +160,9 @@ class ResidencyController:
     def placement(self, deployment: str) -> Device:
         return self.residency.placement(deployment)
 
+    def keep_alive(self) -> str:
+        """What the LLM OCR engine sends Ollama as keep_alive under the current profile."""
+        return calculate_ocr_residency(self.residency.profile)
+
     def capacity(self) -> dict[str, Any]:
         return self.residency.capacity()

@@ -52,6 +52,9 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ocr_model: str | None = "rapidocr"
+    ocr_engines: list[str] = Field(
+        default_factory=list, description="More OCR models the OCR replicas hold, chosen "
+        "per request by engine name (e.g. ollama-vlm for engine llm).")
     segmentation_model: str | None = "kraken-blla"
     embedding_model: str | None = "all-minilm-l6-v2"
     rerank_model: str | None = "embedding-similarity"
@@ -104,6 +107,7 @@ def plan_gpu_shares(
 
 
 def _choose_models(args: AppArgs, catalog: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+    """The model of each deployment; OCR's footprint includes its extra engines."""
     wanted = {
         "OCR": args.ocr_model,
         "Segmentation": args.segmentation_model,
@@ -128,6 +132,18 @@ def _choose_models(args: AppArgs, catalog: dict[str, ModelSpec]) -> dict[str, Mo
         "Embedding" not in chosen
     ):
         raise BuildError("rerank by embedding-similarity needs an embedding_model")
+    if args.ocr_engines and "OCR" not in chosen:
+        raise BuildError("ocr_engines needs an ocr_model")
+    extras = []
+    for model in args.ocr_engines:
+        spec = catalog.get(model)
+        if spec is None or spec.kind != "ocr" or spec.engine not in OCR_ENGINES:
+            raise BuildError(f"ocr_engines: {model!r} is not an OCR model of the catalog")
+        extras.append(spec)
+    if extras:  # the OCR replicas hold them all: plan the GPU for their sum
+        primary = chosen["OCR"]
+        chosen["OCR"] = primary.model_copy(update={"footprint_mb": primary.footprint_mb + sum(
+            e.footprint_mb for e in extras)})
     return chosen
 
 
@@ -158,7 +174,8 @@ def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
     settings = Settings.load(args.settings)
     settings.ensure_dirs()
     profile = load_profile(settings.residency_profile, args.profiles)
-    chosen = _choose_models(args, load_catalog(args.models))
+    catalog = load_catalog(args.models)
+    chosen = _choose_models(args, catalog)
 
     cluster_gpus = _cluster_gpus()
     gpu_total_mb = args.gpu_total_mb or (_nvml_gpu_total_mb() if cluster_gpus else None)
@@ -182,24 +199,30 @@ def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
     residency = ResidencyController.options(
         **args.deployment_options.get("ResidencyController", {})
     ).bind(profile, on_gpu, bool(on_gpu), settings)
-    classes = {"OCR": OCR, "Segmentation": Segmentation, "Embedding": Embedding}
-    handles: dict[str, Any] = {
-        name: classes[name].options(**options(name, shares[name])).bind(
-            chosen[name], settings, residency)
-        for name in classes
-        if name in chosen
-    }
+    extras = tuple(catalog[name] for name in args.ocr_engines)
+    handles: dict[str, Any] = {}
+    if "OCR" in chosen:
+        primary = catalog[chosen["OCR"].name]
+        handles["OCR"] = OCR.options(**options("OCR", shares["OCR"])).bind(
+            primary, settings, residency, extras)
+    for name, cls in (("Segmentation", Segmentation), ("Embedding", Embedding)):
+        if name in chosen:
+            handles[name] = cls.options(**options(name, shares[name])).bind(
+                chosen[name], settings, residency)
     if "Rerank" in chosen:
         handles["Rerank"] = Rerank.options(**options("Rerank", shares["Rerank"])).bind(
             chosen["Rerank"], settings, handles.get("Embedding"), residency
         )
     for name in chosen:
         logger.info("deployment %s: model %s, num_gpus %s", name, chosen[name].name, shares[name])
+    ocr_engines = ([OCR_ENGINES[chosen["OCR"].engine].name]
+                   + [OCR_ENGINES[e.engine].name for e in extras]) if "OCR" in chosen else []
     return Ingress.options(**args.deployment_options.get("Ingress", {})).bind(
         settings,
         {name: spec.name for name, spec in chosen.items()},
         handles,
         residency,
+        ocr_engines,
     )
 
 

@@ -9,6 +9,7 @@ routes Serve wraps, or UploadFile parameters fail to resolve at request time.
 """
 
 import asyncio
+import base64
 import logging
 import re
 import time
@@ -20,7 +21,7 @@ import httpx
 import orjson
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -44,7 +45,6 @@ from serve_app.settings import Settings
 
 logger = logging.getLogger("ray.serve")
 
-PAGES_IN_FLIGHT = 4  # rendered pages held at once per request: bounds ingress memory
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": {"application/json": {"example": error_body(
@@ -71,6 +71,7 @@ app = FastAPI(
     responses=_ERROR_RESPONSES,
 )
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The service key.")
+bearer_header = HTTPBearer(auto_error=False, description="The service key, OpenAI style.")
 
 
 def _request_id(request: Request) -> str | None:
@@ -164,10 +165,13 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         "internal_error", "internal error: report the request id to the operator"))
 
 
-async def require_api_key(request: Request, key: str | None = Depends(api_key_header)) -> None:
-    """Dependency of every /v1 route: 401 before any body is looked at."""
+async def require_api_key(request: Request, key: str | None = Depends(api_key_header),
+                          bearer: HTTPAuthorizationCredentials | None = Depends(bearer_header)
+                          ) -> None:
+    """Dependency of every /v1 route: 401 before any body is looked at. The key comes in
+    X-API-Key, or as `Authorization: Bearer` so OpenAI clients work unchanged."""
     ingress: Ingress = request.app.state.ingress
-    check_api_key(key, ingress.expected_key)
+    check_api_key(key or (bearer.credentials if bearer else None), ingress.expected_key)
 
 
 def _json(data: Any) -> Response:
@@ -208,8 +212,10 @@ class Ingress:
     """Validates, reads documents and fans out to the model deployments."""
 
     def __init__(self, settings: Settings, models: dict[str, str],
-                 handles: dict[str, DeploymentHandle], residency: DeploymentHandle):
+                 handles: dict[str, DeploymentHandle], residency: DeploymentHandle,
+                 ocr_engines: list[str]):
         self.settings = settings
+        self.ocr_engines = ocr_engines  # the first answers engine=auto
         self.models = models
         self.handles = handles
         self.residency = residency
@@ -269,12 +275,13 @@ class Ingress:
     async def _pages(self, data: bytes, options: schemas.PageOptions, force_ocr: bool,
                      work: Callable[[Page], Awaitable[dict[str, Any]]]) -> tuple[int, list[Any]]:
         """Render selected pages one at a time (PyMuPDF is single-threaded per document),
-        keep at most PAGES_IN_FLIGHT of them in flight, run `work` on each concurrently."""
+        keep at most OCR_PAGES_IN_FLIGHT of them in flight (bounding memory and the load on
+        the LLM), run `work` on each concurrently."""
         doc = await run_in_threadpool(Document, data, self.settings.max_page_pixels)
         with doc:
             page_count = doc.page_count
             numbers = parse_pages(options.pages, page_count, self.settings.max_pages)
-            slots = asyncio.Semaphore(PAGES_IN_FLIGHT)
+            slots = asyncio.Semaphore(self.settings.pages_in_flight)
 
             async def one(number: int) -> dict[str, Any]:
                 started = time.perf_counter()
@@ -298,20 +305,26 @@ class Ingress:
                 raise result
         return page_count, list(results)
 
-    def _check_engine(self, engine: str) -> None:
-        deployed = self.models.get("OCR")
-        if engine not in ("auto", deployed):
+    def _check_engine(self, engine: str) -> str:
+        """The engine that will run; 422 naming the available ones if it is not deployed."""
+        if engine == "auto" and self.ocr_engines:
+            return self.ocr_engines[0]
+        if engine not in self.ocr_engines:
+            available = ["auto", *self.ocr_engines]
             raise InvalidInput(
-                f"OCR engine {engine!r} is not deployed here; available: auto, {deployed}",
-                {"field": "engine", "available": ["auto", deployed]},
+                f"OCR engine {engine!r} is not deployed here; available: {', '.join(available)}",
+                {"field": "engine", "available": available},
             )
+        return engine
 
     async def _ocr(self, load: Callable[[], Awaitable[bytes]], options: schemas.OcrOptions
                    ) -> dict[str, Any]:
         """Check what can be checked, then read the document: a request that cannot succeed
         never downloads or reads anything."""
-        self._check_engine(options.engine)
         ocr = self._handle("OCR")
+        engine = self._check_engine(options.engine)
+        engine_options = {"languages": options.languages,
+                          "llm": options.llm.model_dump() if options.llm else None}
         data = await load()
 
         async def work(page: Page) -> dict[str, Any]:
@@ -322,8 +335,8 @@ class Ingress:
                           "confidence": ln.confidence} for ln in page.text_lines]
                 return {**base, "source": "text-layer", "engine": "text-layer", "lines": lines,
                         "text": "\n".join(ln["text"] for ln in lines)}
-            lines = await ocr.recognize.remote(page.image, options.languages)
-            return {**base, "source": "ocr", "engine": self.models["OCR"], "lines": lines,
+            lines = await ocr.recognize.remote(page.image, engine, engine_options)
+            return {**base, "source": "ocr", "engine": engine, "lines": lines,
                     "text": "\n".join(ln["text"] for ln in lines)}
 
         page_count, pages = await self._pages(data, options, options.force_ocr, work)
@@ -410,6 +423,29 @@ class Ingress:
             item["index"] = index
         tokens = sum(item["tokens"] for item in items)
         return _json({"model": self.models["Embedding"], "data": items,
+                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    @app.post("/v1/embeddings", response_model=schemas.OpenAIEmbeddingResponse,
+              tags=["embeddings"], dependencies=V1)
+    async def openai_embeddings(self, body: schemas.OpenAIEmbeddingRequest) -> Response:
+        """OpenAI-compatible embeddings: the `openai` client works against this service
+        unchanged (`base_url=".../v1"`, the service key as `api_key`)."""
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        if not texts:
+            raise InvalidInput("input is empty", {"field": "input"})
+        self._check_texts(texts, "input")
+        items = await self._handle("Embedding").embed.remote(texts, ["dense"], None)
+        size = len(items[0]["dense"])
+        if body.dimensions not in (None, size):
+            raise InvalidInput(f"model {self.models['Embedding']!r} has {size} dimensions; "
+                               f"dimensions={body.dimensions} is not available",
+                               {"field": "dimensions"})
+        data = [{"object": "embedding", "index": i,
+                 "embedding": (base64.b64encode(item["dense"].astype("<f4").tobytes()).decode()
+                               if body.encoding_format == "base64" else item["dense"])}
+                for i, item in enumerate(items)]
+        tokens = sum(item["tokens"] for item in items)
+        return _json({"object": "list", "data": data, "model": self.models["Embedding"],
                       "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     @app.post("/v1/rerank", response_model=schemas.RerankResponse, tags=["rerank"],

@@ -40,6 +40,25 @@ class PageOptions(Strict):
     dpi: int = Field(300, ge=50, le=600, description="Render resolution for scanned pages.")
 
 
+class LlmOptions(Strict):
+    """For engine llm: passed to every page's call as given; keep_alive is the service's."""
+
+    model: str | None = Field(None, max_length=200, examples=["scb10x/typhoon-ocr-7b"],
+                              description="Ollama model; the configured one when omitted.")
+    runtime_params: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, examples=[{"temperature": 0.1, "top_p": 0.6, "num_predict": 4096}],
+        description="Ollama options (temperature, top_p, repeat_penalty, num_predict, ...).")
+    system_prompt: str | None = Field(None, max_length=20_000)
+    dms_tags: list[str] = Field(default_factory=list, max_length=100,
+                                examples=[["Testament", "Familie Müller"]])
+
+    @model_validator(mode="after")
+    def _no_keep_alive(self) -> LlmOptions:
+        if "keep_alive" in self.runtime_params:
+            raise ValueError("keep_alive is set by the residency profile, not by clients")
+        return self
+
+
 class OcrOptions(PageOptions):
     engine: Engine = Field("auto", description="auto: text layer for born-digital pages, "
                            "the configured OCR engine for scans.")
@@ -50,6 +69,7 @@ class OcrOptions(PageOptions):
     )
     force_ocr: bool = Field(False, description="OCR born-digital pages instead of reading "
                             "their text layer.")
+    llm: LlmOptions | None = Field(None, description="Options of the llm engine.")
 
 
 class OcrRequest(OcrOptions):
@@ -64,7 +84,8 @@ class Line(BaseModel):
     text: str
     bbox: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in page pixels")
     polygon: list[Point] | None = None
-    confidence: float = Field(ge=0.0, le=1.0)
+    confidence: float | None = Field(None, ge=0.0, le=1.0, description="Absent where the "
+                                     "engine gives none (llm).")
 
 
 class OcrPage(BaseModel):
@@ -152,6 +173,32 @@ class Embedding(BaseModel):
 class EmbedResponse(BaseModel):
     model: str
     data: list[Embedding]
+    usage: dict[str, int]
+
+
+class OpenAIEmbeddingRequest(BaseModel):
+    """The OpenAI embeddings request; unknown fields are ignored as OpenAI does."""
+
+    input: str | list[str] = Field(examples=[["Sehr geehrter Herr Müller,"]],
+                                   description="Text or texts (token-id input is not supported).")
+    model: str = Field("default", description="Ignored: the deployed model answers, and the "
+                       "response names it.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1, description="Must equal the model's size.")
+    user: str | None = None
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or base64 of little-endian "
+                                         "float32 when encoding_format is base64.")
+
+
+class OpenAIEmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
     usage: dict[str, int]
 
 

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = Field(None, alias="MODEL_CACHE_DIR")
     tmp_dir: Path | None = Field(None, alias="TMPDIR")
     ollama_url: str = Field("http://127.0.0.1:11434", alias="OLLAMA_URL")
+    ollama_timeout_s: float = Field(120.0, gt=0, alias="OLLAMA_TIMEOUT_S")
+    # Pages of one document in flight at once (rendered and sent to the OCR engines).
+    pages_in_flight: int = Field(8, ge=1, le=64, alias="OCR_PAGES_IN_FLIGHT")
     residency_profile: str = Field("llm-first", alias="RESIDENCY_PROFILE")
     blla_model_path: Path | None = Field(None, alias="BLLA_MODEL_PATH")
     residency_poll_s: float = Field(1.0, gt=0, alias="RESIDENCY_POLL_S")

@@ -57,7 +57,7 @@ def service(tiny_models: dict[str, str], ollama: FakeOllama) -> Iterator[dict[st
     })
     for name in ("OCR_SIDECAR_AUTH_MODE", "STATE_DIR", "MODEL_CACHE_DIR", "TMPDIR",
                  "OCR_SIDECAR_UPLOAD_BASE", "RESIDENCY_PROFILE", "OLLAMA_URL",
-                 "VRAM_FAKE_TOTAL_MB", "RESIDENCY_POLL_S"):
+                 "VRAM_FAKE_TOTAL_MB", "RESIDENCY_POLL_S", "OLLAMA_TIMEOUT_S"):
         os.environ.pop(name, None)
     port = _free_port()
     ray.init(num_cpus=4, num_gpus=1, _temp_dir=str(work / "ray"), include_dashboard=False,
@@ -67,7 +67,9 @@ def service(tiny_models: dict[str, str], ollama: FakeOllama) -> Iterator[dict[st
         options = {name: SMALL for name in
                    ("OCR", "Segmentation", "Embedding", "Rerank", "ResidencyController", "Ingress")}
         serve.run(build_app({"gpu_total_mb": GPU_TOTAL_MB, "deployment_options": options,
-                             "settings": {"RESIDENCY_PROFILE": "balanced"}}),
+                             "ocr_engines": ["ollama-vlm"],
+                             "settings": {"RESIDENCY_PROFILE": "balanced",
+                                          "OLLAMA_URL": ollama.url, "OLLAMA_TIMEOUT_S": 3}}),
                   name="main", route_prefix="/")
         serve.run(build_app({
             "gpu_total_mb": GPU_TOTAL_MB,

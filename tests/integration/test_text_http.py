@@ -95,3 +95,34 @@ def test_an_application_without_ocr_says_so(client: httpx.Client, upload) -> Non
     response = client.post("/tiny/v1/ocr", json={"source": {"path": "nothing.pdf"}})
     assert response.status_code == 503
     assert "OCR deployment is not part of this application" in response.json()["error"]["message"]
+
+
+def test_the_openai_client_works_unchanged(service: dict[str, object], client: httpx.Client
+                                           ) -> None:
+    import base64
+
+    import openai
+
+    from tests.integration.conftest import API_KEY
+
+    texts = ["Der Hund bellt.", "The cat sleeps."]
+    embedded = client.post("/v1/embed", json={"texts": texts}).json()["data"]
+    ours = [item["dense"] for item in embedded]
+    sdk = openai.OpenAI(base_url=f"{service['url']}/v1", api_key=API_KEY, max_retries=0)
+    # Unasked, the client requests base64 and decodes it itself; asked, it hands it over.
+    for encoding in (openai.NOT_GIVEN, "float", "base64"):
+        answer = sdk.embeddings.create(model="text-embedding-3-small", input=texts,
+                                       encoding_format=encoding)
+        assert answer.model == "all-minilm-l6-v2"
+        assert [d.index for d in answer.data] == [0, 1]
+        vectors = [np.frombuffer(base64.b64decode(d.embedding), dtype="<f4")
+                   if isinstance(d.embedding, str) else d.embedding for d in answer.data]
+        np.testing.assert_allclose(vectors, ours, atol=1e-6)
+        assert answer.usage.total_tokens > 0
+    single = sdk.embeddings.create(model="x", input="Der Hund bellt.")
+    np.testing.assert_allclose(single.data[0].embedding, ours[0], atol=1e-6)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{service['url']}/v1", api_key="wrong",
+                      max_retries=0).embeddings.create(model="x", input="a")
+    with pytest.raises(openai.UnprocessableEntityError, match="dimensions"):
+        sdk.embeddings.create(model="x", input="a", dimensions=8)

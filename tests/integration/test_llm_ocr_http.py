@@ -1,0 +1,90 @@
+"""engine=llm through a fake Ollama that speaks /api/chat and records what it received."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+from tests.fixtures.documents import scan_png, scanned_pdf
+from tests.fixtures.fake_ollama import FakeOllama
+
+pytestmark = pytest.mark.integration
+
+LLM = {"model": "scb10x/typhoon-ocr-7b", "system_prompt": "Transkribiere genau.",
+       "dms_tags": ["Testament", "Familie Müller"],
+       "runtime_params": {"temperature": 0.1, "top_p": 0.6, "repeat_penalty": 1.1,
+                          "num_predict": 2048}}
+
+
+@pytest.fixture
+def fresh(ollama: FakeOllama):  # type: ignore[no-untyped-def]
+    ollama.chats.clear()
+    ollama.status, ollama.reply = 200, "ERSTE ZEILE\nZWEITE ZEILE"
+    yield ollama
+    ollama.hang.clear()
+    ollama.released.set()
+    ollama.released.clear()
+
+
+def test_llm_engine_sends_the_request_options_and_the_profiles_keep_alive(
+    client: httpx.Client, upload, fresh: FakeOllama
+) -> None:
+    path = upload("llm/scan.pdf", scanned_pdf())
+    response = client.post("/v1/ocr", json={"source": {"path": path}, "engine": "llm",
+                                            "dpi": 72, "llm": LLM})
+    assert response.status_code == 200, response.text
+    [page] = response.json()["pages"]
+    assert page["engine"] == "llm" and page["text"] == "ERSTE ZEILE\nZWEITE ZEILE"
+    assert page["lines"][0].get("confidence") is None  # a VLM gives no confidence
+    [chat] = fresh.chats
+    assert chat["model"] == LLM["model"] and chat["stream"] is False
+    assert chat["options"] == LLM["runtime_params"]  # passed through, nothing added
+    assert chat["keep_alive"] == "5m"  # the balanced profile's, not the client's
+    system, user = chat["messages"]
+    assert system == {"role": "system", "content": "Transkribiere genau."}
+    assert "Testament" in user["content"] and "Familie Müller" in user["content"]
+    assert base64.b64decode(user["images"][0]).startswith(b"\x89PNG")
+
+
+def test_every_page_is_sent_with_the_same_options(client: httpx.Client, fresh: FakeOllama
+                                                  ) -> None:
+    import pymupdf
+
+    doc, picture = pymupdf.open(), scan_png(dpi=60)
+    for _ in range(3):
+        doc.new_page().insert_image(pymupdf.Rect(40, 60, 560, 220), stream=picture)
+    response = client.post("/v1/ocr/upload", files={"file": ("three.pdf", doc.tobytes())},
+                           data={"options": '{"engine": "llm", "dpi": 72, "llm": {"dms_tags": '
+                                            '["Rechnung"]}}'})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["pages"]) == 3 and len(fresh.chats) == 3
+    assert all("Rechnung" in chat["messages"][1]["content"] for chat in fresh.chats)
+    assert {chat["model"] for chat in fresh.chats} == {"scb10x/typhoon-ocr-7b"}
+
+
+def test_a_client_keep_alive_is_refused(client: httpx.Client, fresh: FakeOllama) -> None:
+    for llm in ({"runtime_params": {"keep_alive": "24h"}}, {"keep_alive": "24h"}):
+        response = client.post("/v1/ocr", json={"source": {"path": "x.pdf"}, "engine": "llm",
+                                                "llm": llm})
+        assert response.status_code == 422, response.text
+    assert fresh.chats == []
+
+
+def test_upstream_error_is_502_with_its_message(client: httpx.Client, upload,
+                                                fresh: FakeOllama) -> None:
+    fresh.status = 500
+    path = upload("llm/error.pdf", scanned_pdf())
+    response = client.post("/v1/ocr", json={"source": {"path": path}, "engine": "llm",
+                                            "dpi": 72})
+    assert response.status_code == 502, response.text
+    assert "out of memory" in response.json()["error"]["message"]
+
+
+def test_upstream_timeout_is_504(client: httpx.Client, upload, fresh: FakeOllama) -> None:
+    fresh.hang.set()  # the fake answers only when released; the service waits 3 s
+    path = upload("llm/slow.pdf", scanned_pdf())
+    response = client.post("/v1/ocr", json={"source": {"path": path}, "engine": "llm",
+                                            "dpi": 72})
+    assert response.status_code == 504, response.text
