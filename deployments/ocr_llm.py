@@ -7,6 +7,7 @@ residency profile, never from the client. One shared httpx.AsyncClient per repli
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 from typing import Any
@@ -64,7 +65,9 @@ class OllamaVlmEngine:
         }
 
     async def recognize(self, image: np.ndarray, options: dict[str, Any]) -> list[dict[str, Any]]:
-        body = self.request_body(image, options.get("llm") or {}, options["keep_alive"])
+        # PNG encoding is CPU work: off the event loop, so pages overlap.
+        body = await asyncio.to_thread(self.request_body, image, options.get("llm") or {},
+                                       options["keep_alive"])
         try:
             response = await self.client.post(f"{self.url}/api/chat", json=body)
         except httpx.TimeoutException:
