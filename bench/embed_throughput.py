@@ -17,17 +17,15 @@ import asyncio
 import os
 import platform
 import random
-import shutil
-import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import write_report  # noqa: E402 - after the path setup
+from bench.local_service import running_app  # noqa: E402 - after the path setup
+from bench.report import write_report  # noqa: E402
 
 WORDS = [
     "archive",
@@ -149,60 +147,20 @@ async def _post_all(
 
 
 def service(texts: list[str], per_request: int, concurrency: int) -> float:
-    import ray
-    from ray import serve
-
-    from serve_app.app import build_app
-
-    work = Path(tempfile.mkdtemp(prefix="ocrg-bench-"))
-    key = os.urandom(16).hex()
-    os.environ.update(
-        {
-            "RAY_AUTH_MODE": "disabled",
-            "OCR_SIDECAR_API_KEY": key,
-            "DATA_DIR": str(work / "data"),
-            "RESIDENCY_PROFILE": "cpu-only",
-        }
-    )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ray.init(num_cpus=2, _temp_dir=str(work / "ray"), include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        small = {"ray_actor_options": {"num_cpus": 0.1}}
-        serve.run(
-            build_app(
-                {
-                    "ocr_model": None,
-                    "segmentation_model": None,
-                    "rerank_model": None,
-                    # Ray sets OMP_NUM_THREADS to a replica's num_cpus; give torch the same two
-                    # threads the direct run uses.
-                    "deployment_options": {
-                        "Embedding": {
-                            "ray_actor_options": {
-                                "num_cpus": 1,
-                                "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "2"}},
-                            }
-                        },
-                        "Ingress": small,
-                        "ResidencyController": small,
-                    },
-                }
-            ),
-            name="bench",
-            route_prefix="/",
-        )
-        url = f"http://127.0.0.1:{port}"
-        asyncio.run(
-            _post_all(url, key, texts[: per_request * concurrency], per_request, concurrency)
-        )  # warm-up
+    small = {"ray_actor_options": {"num_cpus": 0.1}}
+    args = {
+        "ocr_model": None, "segmentation_model": None, "rerank_model": None,
+        "settings": {"RESIDENCY_PROFILE": "cpu-only"},
+        # Ray sets OMP_NUM_THREADS to a replica's num_cpus; give torch the same two
+        # threads the direct run uses.
+        "deployment_options": {"Embedding": {"ray_actor_options": {
+            "num_cpus": 1, "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "2"}}}},
+            "Ingress": small, "ResidencyController": small},
+    }
+    with running_app(args) as (url, key):
+        asyncio.run(_post_all(url, key, texts[: per_request * concurrency], per_request,
+                              concurrency))  # warm-up
         return asyncio.run(_post_all(url, key, texts, per_request, concurrency))
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import write_report  # noqa: E402 - after the path setup
+from bench.local_service import running_app  # noqa: E402 - after the path setup
+from bench.report import write_report  # noqa: E402
 from tests.fixtures.documents import scan_png  # noqa: E402
 from tests.fixtures.fake_ollama import FakeOllama  # noqa: E402
 
@@ -51,47 +48,29 @@ def sequential(ollama: FakeOllama, pages: int) -> float:
 
 def service(ollama: FakeOllama, pdf: bytes, in_flight: int) -> tuple[float, int]:
     import httpx
-    import ray
-    from ray import serve
 
-    from serve_app.app import build_app
+    small = {"ray_actor_options": {"num_cpus": 0.1}}
+    args = {
+        "segmentation_model": None, "embedding_model": None, "rerank_model": None,
+        "ocr_engines": ["ollama-vlm"],
+        "settings": {"OLLAMA_URL": ollama.url, "RESIDENCY_PROFILE": "cpu-only",
+                     "OCR_PAGES_IN_FLIGHT": in_flight},
+        "deployment_options": {name: small for name in ("OCR", "Ingress", "ResidencyController")},
+    }
+    options = json.dumps({"engine": "llm", "dpi": 72, "formats": ["text"]})
+    with running_app(args) as (url, key), httpx.Client(
+        base_url=url, headers={"X-API-Key": key}, timeout=600
+    ) as client:
 
-    work = Path(tempfile.mkdtemp(prefix="ocrg-bench-"))
-    key = os.urandom(16).hex()
-    os.environ.update({"RAY_AUTH_MODE": "disabled", "OCR_SIDECAR_API_KEY": key,
-                       "DATA_DIR": str(work / "data")})
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ray.init(num_cpus=2, _temp_dir=str(work / "ray"), include_dashboard=False,
-             log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        small = {"ray_actor_options": {"num_cpus": 0.1}}
-        serve.run(build_app({
-            "segmentation_model": None, "embedding_model": None, "rerank_model": None,
-            "ocr_engines": ["ollama-vlm"],
-            "settings": {"OLLAMA_URL": ollama.url, "RESIDENCY_PROFILE": "cpu-only",
-                         "OCR_PAGES_IN_FLIGHT": in_flight},
-            "deployment_options": {name: small for name in
-                                   ("OCR", "Ingress", "ResidencyController")},
-        }), name="bench", route_prefix="/")
-        options = json.dumps({"engine": "llm", "dpi": 72, "formats": ["text"]})
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key},
-                          timeout=600) as client:
-            def run() -> httpx.Response:
-                return client.post("/v1/ocr/upload", files={"file": ("doc.pdf", pdf)},
-                                   data={"options": options})
+        def run() -> httpx.Response:
+            return client.post("/v1/ocr/upload", files={"file": ("doc.pdf", pdf)},
+                               data={"options": options})
 
-            run().raise_for_status()  # warm-up
-            ollama.chats.clear()
-            started = time.perf_counter()
-            run().raise_for_status()
-            return time.perf_counter() - started, len(ollama.chats)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        shutil.rmtree(work, ignore_errors=True)
+        run().raise_for_status()  # warm-up
+        ollama.chats.clear()
+        started = time.perf_counter()
+        run().raise_for_status()
+        return time.perf_counter() - started, len(ollama.chats)
 
 
 def main() -> None:
