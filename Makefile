@@ -4,7 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test lint unit integration bench constraints clean
+.PHONY: setup system-deps serve test lint unit integration bench constraints clean
+
+# Debian/Ubuntu packages for the tesseract engine (German, English, Fraktur); needs root.
+# Without them the service runs and says so in /v1/models; CI installs them.
+TESSERACT_PACKAGES := tesseract-ocr tesseract-ocr-deu tesseract-ocr-eng tesseract-ocr-frk \
+	tesseract-ocr-script-frak
 
 setup: $(STAMP)
 
@@ -12,6 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --progress-bar off -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+system-deps:
+	command -v tesseract >/dev/null && tesseract --list-langs | grep -qx Fraktur || \
+	  { apt-get update -qq && apt-get install -y -qq $(TESSERACT_PACKAGES); }
 
 serve: setup
 	$(VENV)/bin/ocr-graph serve config/local.yaml

@@ -6,6 +6,9 @@ e.g. the llm engine); a request names one or says auto for the default."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
+import subprocess
 import time
 from typing import Any, Protocol
 
@@ -18,6 +21,8 @@ from deployments.ocr_llm import OllamaVlmEngine
 from deployments.replica import ModelReplica
 from serve_app.errors import InvalidInput
 from serve_app.settings import Settings
+
+logger = logging.getLogger("ray.serve")
 
 
 class OcrEngine(Protocol):
@@ -72,14 +77,110 @@ class RapidOcrEngine:
         return lines
 
 
-ENGINES: dict[str, type[OcrEngine]] = {"rapidocr": RapidOcrEngine, "llm": OllamaVlmEngine}
+class EngineUnavailable(RuntimeError):
+    """An engine whose program or data is not installed on this replica's node."""
+
+
+# What request languages mean to Tesseract (`tesseract --list-langs` names).
+TESSERACT_LANGUAGES = {"deu": "deu", "ger": "deu", "de": "deu", "eng": "eng", "en": "eng",
+                       "frk": "frk", "fraktur": "Fraktur", "script/fraktur": "Fraktur"}
+GERMAN_OR_FRAKTUR = frozenset({"deu", "ger", "de", "frk", "fraktur"})
+
+
+class TesseractEngine:
+    """Tesseract 5 through its binary (Debian's tesseract-ocr and language packages).
+
+    Measured on the real Fraktur page of shared/data: the Fraktur script model (Debian's
+    tesseract-ocr-script-frak, listed as `Fraktur`) CER 0.098, `frk` 0.109, `deu` 0.145;
+    so German and Fraktur scans use it where it is installed."""
+
+    name = "tesseract"
+
+    def __init__(self, spec: ModelSpec, settings: Settings, device: str):
+        self.binary = shutil.which("tesseract")
+        if self.binary is None:
+            raise EngineUnavailable("tesseract is not installed (make system-deps installs "
+                                    "it with its German and Fraktur data)")
+        listed = subprocess.run([self.binary, "--list-langs"], capture_output=True, text=True,
+                                check=True, timeout=30).stdout.splitlines()
+        self.installed = frozenset(line.strip() for line in listed[1:] if line.strip())
+        self.default = str(spec.options.get("languages", "Fraktur+deu"))
+
+    def move(self, device: str) -> None:
+        """Tesseract runs on the CPU wherever the replica is."""
+
+    def languages(self, asked: list[str]) -> str:
+        if not asked:
+            return self.default
+        names = []
+        for language in asked:
+            name = TESSERACT_LANGUAGES.get(language.lower(), language)
+            if name not in self.installed:
+                raise InvalidInput(f"language {language!r} is not installed for tesseract; "
+                                   f"installed: {sorted(self.installed)}",
+                                   {"field": "languages"})
+            names.append(name)
+        return "+".join(dict.fromkeys(names))
+
+    async def recognize(self, image: np.ndarray, options: dict[str, Any]
+                        ) -> list[dict[str, Any]]:
+        languages = self.languages(options.get("languages") or [])
+        return await asyncio.to_thread(self._recognize, image, languages)
+
+    def _recognize(self, image: np.ndarray, languages: str) -> list[dict[str, Any]]:
+        import cv2
+
+        _, png = cv2.imencode(".png", image[:, :, ::-1])
+        done = subprocess.run([self.binary, "stdin", "stdout", "-l", languages, "--psm", "3",
+                               "tsv"], input=png.tobytes(), capture_output=True, timeout=600,
+                              check=False)
+        if done.returncode != 0:
+            raise InvalidInput(f"tesseract failed: {done.stderr.decode(errors='replace')[-300:]}")
+        return parse_tsv(done.stdout.decode("utf-8", errors="replace"))
+
+
+def parse_tsv(tsv: str) -> list[dict[str, Any]]:
+    """Tesseract's TSV (one row per page/block/paragraph/line/word) into lines."""
+    lines: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in tsv.splitlines()[1:]:
+        cells = row.split("\t")
+        if len(cells) < 12:
+            continue
+        level, block, par, line = cells[0], cells[2], cells[3], cells[4]
+        left, top, width, height = (float(c) for c in cells[6:10])
+        key = (block, par, line)
+        if level == "4":
+            lines[key] = {"words": [], "confs": [],
+                          "bbox": (left, top, left + width, top + height)}
+        elif level == "5" and key in lines and cells[11].strip():
+            lines[key]["words"].append(cells[11].strip())
+            lines[key]["confs"].append(max(float(cells[10]), 0.0))
+    return [{"text": " ".join(line["words"]), "bbox": line["bbox"], "polygon": None,
+             "confidence": round(sum(line["confs"]) / len(line["confs"]) / 100, 4)}
+            for line in lines.values() if line["words"]]
+
+
+ENGINES: dict[str, type[OcrEngine]] = {
+    "rapidocr": RapidOcrEngine, "llm": OllamaVlmEngine, "tesseract": TesseractEngine}
 
 
 class EngineSet:
-    """The replica's engines by name; they move between devices together."""
+    """The replica's engines by name; they move between devices together. An extra engine
+    that is not installed on this node is left out and reported, not fatal."""
 
-    def __init__(self, engines: list[OcrEngine]):
-        self.by_name = {engine.name: engine for engine in engines}
+    def __init__(self, specs: tuple[ModelSpec, ...], settings: Settings, device: str):
+        self.by_name: dict[str, OcrEngine] = {}
+        self.unavailable: dict[str, str] = {}
+        for index, spec in enumerate(specs):
+            try:
+                engine = ENGINES[spec.engine](spec, settings, device)
+            except EngineUnavailable as exc:
+                if index == 0:
+                    raise
+                self.unavailable[ENGINES[spec.engine].name] = str(exc)
+                logger.warning("OCR engine %s unavailable: %s", spec.engine, exc)
+                continue
+            self.by_name[engine.name] = engine
 
     def move(self, device: str) -> None:
         for engine in self.by_name.values():
@@ -101,8 +202,7 @@ class OCR(ModelReplica):
         self.residency = residency
         self.keep_alive_cache: tuple[float, str] = (float("-inf"), "")
         self.cache_s = settings.residency_poll_s
-        self.start(spec, settings, residency, lambda device: EngineSet(
-            [ENGINES[each.engine](each, settings, device) for each in specs]))
+        self.start(spec, settings, residency, lambda device: EngineSet(specs, settings, device))
 
     async def __del__(self) -> None:
         for engine in self.engine.by_name.values():
@@ -117,16 +217,32 @@ class OCR(ModelReplica):
             self.keep_alive_cache = (time.monotonic(), value)
         return value
 
+    def choose(self, engine: str, languages: list[str]) -> OcrEngine:
+        """auto: tesseract for German or Fraktur where it is installed, else the default."""
+        if engine == "auto":
+            german = {language.lower() for language in languages} & GERMAN_OR_FRAKTUR
+            engine = "tesseract" if german and "tesseract" in self.engine.by_name else (
+                self.default_engine)
+        chosen = self.engine.by_name.get(engine)
+        if chosen is None:
+            why = self.engine.unavailable.get(engine, "it is not deployed here")
+            raise InvalidInput(f"OCR engine {engine!r} is not available: {why}",
+                               {"field": "engine", "available": self.engines()})
+        return chosen
+
     async def recognize(self, image: np.ndarray, engine: str, options: dict[str, Any]
-                        ) -> list[dict[str, Any]]:
+                        ) -> tuple[str, list[dict[str, Any]]]:
+        """(the engine that ran, its lines)."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise InvalidInput("page image must be RGB")
-        chosen = self.engine.by_name.get(self.default_engine if engine == "auto" else engine)
-        if chosen is None:
-            raise InvalidInput(f"OCR engine {engine!r} is not deployed here",
-                               {"field": "engine", "available": self.engines()})
+        chosen = self.choose(engine, options.get("languages") or [])
         await self.follower.ensure()
-        return await chosen.recognize(image, {**options, "keep_alive": await self.keep_alive()})
+        lines = await chosen.recognize(image, {**options, "keep_alive": await self.keep_alive()})
+        return chosen.name, lines
 
     def engines(self) -> list[str]:
         return ["auto", *self.engine.by_name]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "engines": self.engines(),
+                "unavailable_engines": self.engine.unavailable}

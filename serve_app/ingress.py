@@ -306,10 +306,9 @@ class Ingress:
         return page_count, list(results)
 
     def _check_engine(self, engine: str) -> str:
-        """The engine that will run; 422 naming the available ones if it is not deployed."""
-        if engine == "auto" and self.ocr_engines:
-            return self.ocr_engines[0]
-        if engine not in self.ocr_engines:
+        """422 naming the configured engines when the asked one is not among them; the OCR
+        replica resolves auto and reports an engine its node lacks."""
+        if engine != "auto" and engine not in self.ocr_engines:
             available = ["auto", *self.ocr_engines]
             raise InvalidInput(
                 f"OCR engine {engine!r} is not deployed here; available: {', '.join(available)}",
@@ -335,8 +334,8 @@ class Ingress:
                           "confidence": ln.confidence} for ln in page.text_lines]
                 return {**base, "source": "text-layer", "engine": "text-layer", "lines": lines,
                         "text": "\n".join(ln["text"] for ln in lines)}
-            lines = await ocr.recognize.remote(page.image, engine, engine_options)
-            return {**base, "source": "ocr", "engine": engine, "lines": lines,
+            used, lines = await ocr.recognize.remote(page.image, engine, engine_options)
+            return {**base, "source": "ocr", "engine": used, "lines": lines,
                     "text": "\n".join(ln["text"] for ln in lines)}
 
         page_count, pages = await self._pages(data, options, options.force_ocr, work)

@@ -236,6 +236,9 @@ class ModelInfo(BaseModel):
     gpu_allocated_mb: int | None = Field(description="torch's allocated CUDA memory.")
     cuda_visible_devices: str | None
     loaded: bool
+    engines: list[str] | None = Field(None, description="OCR: the engines a request may name.")
+    unavailable_engines: dict[str, str] | None = Field(
+        None, description="OCR: configured engines missing on this node, and why.")
 
 
 class GpuInfo(BaseModel):

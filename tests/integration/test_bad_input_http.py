@@ -134,7 +134,7 @@ def test_engine_that_is_not_deployed_is_422(client: httpx.Client, upload) -> Non
     path = upload("bad/engine.pdf", text_pdf())
     error = _error(client.post("/v1/ocr", json={"source": {"path": path}, "engine": "surya"}),
                    422)
-    assert error["detail"]["available"] == ["auto", "rapidocr", "llm"]
+    assert error["detail"]["available"] == ["auto", "rapidocr", "llm", "tesseract"]
 
 
 def test_empty_upload_is_422(client: httpx.Client, unchanged) -> None:

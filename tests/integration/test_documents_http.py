@@ -42,6 +42,26 @@ def test_scanned_pdf_is_ocred_by_rapidocr(client: httpx.Client, upload) -> None:
     assert 0 <= x0 < x1 <= page["width"] and 0 <= y0 < y1 <= page["height"]
 
 
+def test_tesseract_reads_a_scan_and_auto_picks_it_for_german(client: httpx.Client, upload
+                                                              ) -> None:
+    path = upload("docs/tesseract.pdf", scanned_pdf())
+    asked = client.post("/v1/ocr", json={"source": {"path": path}, "engine": "tesseract",
+                                         "languages": ["eng"], "dpi": 150})
+    assert asked.status_code == 200, asked.text
+    [page] = asked.json()["pages"]
+    assert page["engine"] == "tesseract"
+    assert {"INVOICE", "HAMBURG", "HARBOUR"} <= _words(page["text"])
+    assert all(0 <= line["confidence"] <= 1 for line in page["lines"])
+    auto = client.post("/v1/ocr", json={"source": {"path": path}, "languages": ["deu"],
+                                        "dpi": 150})
+    assert auto.json()["pages"][0]["engine"] == "tesseract"
+    plain = client.post("/v1/ocr", json={"source": {"path": path}, "dpi": 150})
+    assert plain.json()["pages"][0]["engine"] == "rapidocr"
+    unknown = client.post("/v1/ocr", json={"source": {"path": path}, "engine": "tesseract",
+                                           "languages": ["klingon"]})
+    assert unknown.status_code == 422 and "installed" in unknown.json()["error"]["message"]
+
+
 def test_force_ocr_reads_a_born_digital_page_from_its_pixels(client: httpx.Client, upload
                                                               ) -> None:
     path = upload("docs/forced.pdf", text_pdf())

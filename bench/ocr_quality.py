@@ -1,0 +1,130 @@
+"""OCR accuracy through the service vs the same engine called directly, on a real page.
+
+    python bench/ocr_quality.py [--page ../shared/data/real/kant_0020.tif]
+
+CER = Levenshtein distance / reference length after collapsing whitespace, against the
+page's hand-made PAGE-XML ground truth (historical characters such as ſ kept). The
+service must not lose accuracy: the same CER within 0.005. Also kraken's line count
+against the ground truth's. Written to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.local_service import running_app  # noqa: E402 - after the path setup
+from bench.report import write_report  # noqa: E402
+
+PAGE_NS = {"pc": "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"}
+# (engine as the service names it, request languages, how to build it directly)
+ENGINES = [("tesseract", ["fraktur"]), ("tesseract", ["deu"]), ("rapidocr", [])]
+
+
+def ground_truth(xml: Path) -> tuple[str, int]:
+    """The page's text (lines in document order) and its number of text lines."""
+    root = ET.parse(xml).getroot()
+    lines = root.findall(".//pc:TextLine", PAGE_NS)
+    texts = [line.findtext("pc:TextEquiv/pc:Unicode", "", PAGE_NS) for line in lines]
+    return "\n".join(texts), len(lines)
+
+
+def collapse(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def cer(hypothesis: str, reference: str) -> float:
+    """Character error rate: edit distance over reference length (one row of the DP)."""
+    hyp, ref = collapse(hypothesis), collapse(reference)
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        current = [i]
+        for j, h in enumerate(hyp, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
+        previous = current
+    return previous[-1] / max(len(ref), 1)
+
+
+def direct(page: Path) -> dict[tuple[str, str], tuple[float, str]]:
+    """Each engine called in this process on the same rendered page."""
+    from deployments.models import load_catalog
+    from deployments.ocr import ENGINES as OCR_ENGINES
+    from serve_app.documents import Document
+    from serve_app.settings import Settings
+
+    settings, catalog = Settings(OCR_SIDECAR_API_KEY="bench"), load_catalog()
+    with Document(page.read_bytes(), 10**9) as doc:
+        image = doc.page(1, 300).image
+    results = {}
+    for name, languages in ENGINES:
+        engine = OCR_ENGINES[catalog[name].engine](catalog[name], settings, "cpu")
+        started = time.perf_counter()
+        lines = asyncio.run(engine.recognize(image, {"languages": languages}))
+        results[(name, ",".join(languages))] = (time.perf_counter() - started,
+                                               "\n".join(line["text"] for line in lines))
+    return results
+
+
+def served(page: Path) -> tuple[dict[tuple[str, str], tuple[float, str]], int]:
+    import httpx
+
+    small = {"ray_actor_options": {"num_cpus": 0.5}}
+    args = {"embedding_model": None, "rerank_model": None, "ocr_engines": ["tesseract"],
+            "settings": {"RESIDENCY_PROFILE": "cpu-only"},
+            "deployment_options": {name: small for name in
+                                   ("OCR", "Segmentation", "Ingress", "ResidencyController")}}
+    results = {}
+    with running_app(args) as (url, key), httpx.Client(
+        base_url=url, headers={"X-API-Key": key}, timeout=900
+    ) as client:
+        for name, languages in ENGINES:
+            options = json.dumps({"engine": name, "languages": languages, "formats": ["text"]})
+            started = time.perf_counter()
+            response = client.post("/v1/ocr/upload", files={"file": (page.name, page.read_bytes())},
+                                   data={"options": options})
+            response.raise_for_status()
+            results[(name, ",".join(languages))] = (time.perf_counter() - started,
+                                                   response.json()["text"])
+        segmented = client.post("/v1/segment/upload",
+                                files={"file": (page.name, page.read_bytes())})
+        segmented.raise_for_status()
+        return results, len(segmented.json()["pages"][0]["lines"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--page", type=Path,
+                        default=ROOT.parent / "shared" / "data" / "real" / "kant_0020.tif")
+    args = parser.parse_args()
+    reference, line_count = ground_truth(args.page.with_suffix(".xml"))
+    here = direct(args.page)
+    there, found_lines = served(args.page)
+    rows, worst = [], 0.0
+    for key in here:
+        direct_cer, service_cer = cer(here[key][1], reference), cer(there[key][1], reference)
+        worst = max(worst, service_cer - direct_cer)
+        rows.append(f"| {key[0]} | {key[1] or '-'} | {direct_cer:.3f} | {service_cer:.3f} | "
+                    f"{here[key][0]:.1f} | {there[key][0]:.1f} |")
+    report = (
+        f"`{args.page.name}` (real Fraktur print, 1784), CER against its PAGE-XML ground "
+        "truth, 300 dpi.\n\n| engine | languages | CER direct | CER through the service | "
+        "s direct | s service |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        f"kraken blla through the service: {found_lines} lines found, ground truth "
+        f"{line_count}. Largest CER loss through the service: {worst:+.3f} (target <= 0.005).\n"
+    )
+    print(report)
+    write_report(report, "ocr_quality")
+    return 0 if worst <= 0.005 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
