@@ -134,13 +134,16 @@ async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
 
 @app.exception_handler(RequestValidationError)
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    fields = [
-        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
-        for err in exc.errors()
-    ]
-    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+    summary, fields = _field_errors(exc.errors())
     return _error_response(request, 422, error_body("invalid_input", f"invalid request: {summary}",
                                                     fields))
+
+
+def _field_errors(errors: Any, prefix: str = "") -> tuple[str, list[dict[str, str]]]:
+    """Pydantic errors as [{"field", "message"}] and a one-line summary of the first five."""
+    fields = [{"field": prefix + ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+              for err in errors]
+    return "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5]), fields
 
 
 @app.exception_handler(StarletteHTTPException)
@@ -185,10 +188,8 @@ def _parse_options(raw: str, model: type[schemas.OcrOptions] | type[schemas.Segm
     try:
         return model.model_validate_json(raw or "{}")
     except ValidationError as exc:
-        fields = [{"field": "options." + ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-                  for e in exc.errors()]
-        raise InvalidInput("invalid options: " + "; ".join(
-            f"{f['field']}: {f['message']}" for f in fields[:5]), fields) from None
+        summary, fields = _field_errors(exc.errors(), prefix="options.")
+        raise InvalidInput(f"invalid options: {summary}", fields) from None
 
 
 async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
