@@ -9,7 +9,6 @@ import asyncio
 import logging
 import shutil
 import subprocess
-import time
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,7 +17,9 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.models import ModelSpec, resolve_weights
 from deployments.ocr_llm import OllamaVlmEngine
-from deployments.replica import ModelReplica
+from deployments.policy import calculate_ocr_residency
+from deployments.replica import ControllerAnswer, ModelReplica
+from deployments.residency import load_profile
 from serve_app.errors import InvalidInput
 from serve_app.settings import Settings
 
@@ -199,23 +200,18 @@ class OCR(ModelReplica):
         for each in specs:
             resolve_weights(each, settings)  # fail the start if configured weights are missing
         self.default_engine = ENGINES[spec.engine].name
-        self.residency = residency
-        self.keep_alive_cache: tuple[float, str] = (float("-inf"), "")
-        self.cache_s = settings.residency_poll_s
+        # The LLM's keep_alive under the current residency profile; until the controller
+        # answers (or without one), the profile the service started with.
+        self.keep_alive = ControllerAnswer(
+            "the LLM's keep_alive", residency.keep_alive.remote if residency else None,
+            calculate_ocr_residency(load_profile(settings.residency_profile)),
+            settings.residency_poll_s)
         self.start(spec, settings, residency, lambda device: EngineSet(specs, settings, device))
 
     async def __del__(self) -> None:
         for engine in self.engine.by_name.values():
             if hasattr(engine, "close"):
                 await engine.close()
-
-    async def keep_alive(self) -> str:
-        """The LLM's keep_alive under the current residency profile, cached one poll."""
-        checked, value = self.keep_alive_cache
-        if self.residency is not None and time.monotonic() - checked >= self.cache_s:
-            value = await self.residency.keep_alive.remote()
-            self.keep_alive_cache = (time.monotonic(), value)
-        return value
 
     def choose(self, engine: str, languages: list[str]) -> OcrEngine:
         """auto: tesseract for German or Fraktur where it is installed, else the default."""
@@ -237,7 +233,8 @@ class OCR(ModelReplica):
             raise InvalidInput("page image must be RGB")
         chosen = self.choose(engine, options.get("languages") or [])
         await self.follower.ensure()
-        lines = await chosen.recognize(image, {**options, "keep_alive": await self.keep_alive()})
+        keep_alive = await self.keep_alive.get()
+        lines = await chosen.recognize(image, {**options, "keep_alive": keep_alive})
         return chosen.name, lines
 
     def engines(self) -> list[str]:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ray
@@ -42,32 +42,43 @@ def gpu_allocated_mb() -> int | None:
     return torch.cuda.memory_allocated() >> 20 if torch.cuda.is_available() else None
 
 
-class PlacementFollower:
-    """Asks the ResidencyController where this model belongs and moves it there.
+class ControllerAnswer:
+    """One answer of the ResidencyController, trusted for cache_s (its polling period: the
+    answer cannot change faster). A controller that cannot be reached or is slow leaves
+    the last answer standing, and the replica logs that."""
 
-    The answer is trusted for cache_s (the controller's polling period: it cannot change
-    faster); a controller that cannot be reached leaves the model where it is, and the
-    replica logs that."""
+    def __init__(self, what: str, ask: Callable[[], Awaitable[str]] | None, initial: str,
+                 cache_s: float):
+        self.what, self.ask, self.value, self.cache_s = what, ask, initial, cache_s
+        self.checked = float("-inf")
+
+    async def get(self) -> str:
+        if self.ask is None or time.monotonic() - self.checked < self.cache_s:
+            return self.value
+        self.checked = time.monotonic()
+        try:
+            self.value = await asyncio.wait_for(self.ask(), timeout=2.0)
+        except Exception as exc:  # unreachable or slow controller: keep the last answer
+            logger.warning("residency controller unreachable (%s); %s stays %s",
+                           type(exc).__name__, self.what, self.value)
+        return self.value
+
+
+class PlacementFollower:
+    """Asks the ResidencyController where this model belongs and moves it there."""
 
     def __init__(self, deployment: str, residency: DeploymentHandle | None,
                  move: Callable[[str], None], placement: str, cache_s: float):
         self.deployment, self.residency, self.move = deployment, residency, move
-        self.cache_s = cache_s
         self.placement = placement
         self.moves = 0
-        self.checked = float("-inf")
+        self.answer = ControllerAnswer(
+            f"{deployment}'s placement",
+            (lambda: self.residency.placement.remote(deployment)) if residency else None,
+            placement, cache_s)
 
     async def ensure(self) -> str:
-        if self.residency is None or time.monotonic() - self.checked < self.cache_s:
-            return self.placement
-        self.checked = time.monotonic()
-        try:
-            wanted = await asyncio.wait_for(
-                self.residency.placement.remote(self.deployment), timeout=2.0)
-        except Exception as exc:  # unreachable or slow controller: keep the last decision
-            logger.warning("residency controller unreachable (%s); %s stays on %s",
-                           type(exc).__name__, self.deployment, self.placement)
-            return self.placement
+        wanted = await self.answer.get()
         if wanted != self.placement:
             await asyncio.to_thread(self.move, wanted)
             logger.info("%s moved %s -> %s", self.deployment, self.placement, wanted)

@@ -144,6 +144,16 @@ class Scenario:
         return demand
 
 
+def shared_gpu(name: str, total_mb: int, llm_mb: int, ours_mb: int) -> GpuSnapshot:
+    """What NVML would report for one GPU the LLM shares with us: used = LLM + ours,
+    capped at the total (the fakes' common ground)."""
+    used = min(total_mb, llm_mb + ours_mb)
+    return GpuSnapshot(index=0, name=name, total_mb=total_mb, used_mb=used,
+                       free_mb=total_mb - used, llm_used_mb=llm_mb,
+                       processes=[ProcessUsage(0, "ollama", llm_mb),
+                                  ProcessUsage(0, "ocr-graph", ours_mb)])
+
+
 class ScenarioMonitor:
     """Fake NVML for hosts without a GPU: one GPU whose LLM process follows a scenario.
 
@@ -155,13 +165,8 @@ class ScenarioMonitor:
         self.scenario, self.clock, self.ours = scenario, clock, ours
 
     def snapshot(self) -> list[GpuSnapshot]:
-        llm, mine = self.scenario.llm_mb(self.clock()), self.ours()
-        used = min(self.scenario.total_mb, llm + mine)
-        return [GpuSnapshot(
-            index=0, name=f"fake ({self.scenario.name})", total_mb=self.scenario.total_mb,
-            used_mb=used, free_mb=self.scenario.total_mb - used, llm_used_mb=llm,
-            processes=[ProcessUsage(1, "ollama", llm), ProcessUsage(2, "ocr-graph", mine)],
-        )]
+        return [shared_gpu(f"fake ({self.scenario.name})", self.scenario.total_mb,
+                           self.scenario.llm_mb(self.clock()), self.ours())]
 
 
 def ollama_vram_mb(client: httpx.Client, ollama_url: str) -> int:
@@ -186,10 +191,5 @@ class FakeGpuMonitor:
         except (httpx.HTTPError, ValueError) as exc:  # keep the last reading, say why
             logger.warning("Ollama /api/ps unreadable (%s): LLM share stays %d MB", exc,
                            self.llm_mb)
-        mine = self.ours()
-        used = min(self.total_mb, self.llm_mb + mine)
-        return [GpuSnapshot(
-            index=0, name="fake GPU (VRAM_FAKE_TOTAL_MB)", total_mb=self.total_mb,
-            used_mb=used, free_mb=self.total_mb - used, llm_used_mb=self.llm_mb,
-            processes=[ProcessUsage(0, "ollama", self.llm_mb), ProcessUsage(0, "ocr-graph", mine)],
-        )]
+        return [shared_gpu("fake GPU (VRAM_FAKE_TOTAL_MB)", self.total_mb, self.llm_mb,
+                           self.ours())]
