@@ -16,6 +16,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.models import ModelSpec, resolve_weights
+from deployments.ocr_kraken import KrakenRecognitionEngine
 from deployments.ocr_llm import OllamaVlmEngine
 from deployments.policy import calculate_ocr_residency
 from deployments.replica import ControllerAnswer, ModelReplica
@@ -162,7 +163,8 @@ def parse_tsv(tsv: str) -> list[dict[str, Any]]:
 
 
 ENGINES: dict[str, type[OcrEngine]] = {
-    "rapidocr": RapidOcrEngine, "llm": OllamaVlmEngine, "tesseract": TesseractEngine}
+    "rapidocr": RapidOcrEngine, "llm": OllamaVlmEngine, "tesseract": TesseractEngine,
+    "kraken": KrakenRecognitionEngine}
 
 
 class EngineSet:

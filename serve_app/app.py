@@ -140,6 +140,10 @@ def _choose_models(args: AppArgs, catalog: dict[str, ModelSpec]) -> dict[str, Mo
         if spec is None or spec.kind != "ocr" or spec.engine not in OCR_ENGINES:
             raise BuildError(f"ocr_engines: {model!r} is not an OCR model of the catalog")
         extras.append(spec)
+    if "Segmentation" not in chosen and any(
+            spec.engine == "kraken" for spec in (chosen.get("OCR"), *extras) if spec):
+        raise BuildError("the kraken OCR engine recognises segmented lines: it needs a "
+                         "segmentation_model")
     if extras:  # the OCR replicas hold them all: plan the GPU for their sum
         primary = chosen["OCR"]
         chosen["OCR"] = primary.model_copy(update={"footprint_mb": primary.footprint_mb + sum(

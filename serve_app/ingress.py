@@ -15,7 +15,9 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -30,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from serve_app import schemas
+from serve_app import __version__, schemas
 from serve_app.documents import Document, Page, parse_pages
 from serve_app.errors import (
     InvalidInput,
@@ -40,6 +42,7 @@ from serve_app.errors import (
     error_body,
     unwrap,
 )
+from serve_app.formats import to_alto, to_hocr, to_page_xml
 from serve_app.security import check_api_key, fetch_url, read_upload_file
 from serve_app.settings import Settings
 
@@ -64,7 +67,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 app = FastAPI(
     title="ocr-graph",
-    version="0.1.0",
+    version=__version__,
     description="OCR with geometry, kraken baselines, embeddings and rerank for a DMS/archive "
     "backend. Every /v1 route needs the X-API-Key header. Errors share one body: "
     '`{"error": {"code", "message", "detail"}}`.',
@@ -204,6 +207,30 @@ async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+def _source_name(source: schemas.PathSource | schemas.UrlSource) -> str:
+    """The document's file name, as ALTO and PAGE-XML cite it."""
+    path = source.path if isinstance(source, schemas.PathSource) else urlsplit(source.url).path
+    return PurePosixPath(path).name or "document"
+
+
+def _ocr_outputs(page_count: int, pages: list[dict[str, Any]], formats: list[str], name: str
+                 ) -> dict[str, Any]:
+    """The asked formats, all from the same pages."""
+    result: dict[str, Any] = {"page_count": page_count}
+    engines = [page["engine"] for page in pages]
+    if "json" in formats:
+        result["pages"] = pages
+    if "text" in formats:
+        result["text"] = "\n\n".join(page["text"] for page in pages)
+    if "alto" in formats:
+        result["alto"] = to_alto(pages, engines)
+    if "page" in formats:
+        result["page_xml"] = [to_page_xml(page, f"{name}#page={page['page']}") for page in pages]
+    if "hocr" in formats:
+        result["hocr"] = to_hocr(pages, engines)
+    return result
+
+
 V1 = [Depends(require_api_key)]
 
 
@@ -317,12 +344,16 @@ class Ingress:
             )
         return engine
 
-    async def _ocr(self, load: Callable[[], Awaitable[bytes]], options: schemas.OcrOptions
-                   ) -> dict[str, Any]:
+    async def _ocr(self, load: Callable[[], Awaitable[bytes]], options: schemas.OcrOptions,
+                   name: str) -> dict[str, Any]:
         """Check what can be checked, then read the document: a request that cannot succeed
-        never downloads or reads anything."""
+        never downloads or reads anything. kraken recognises the lines that the
+        Segmentation deployment finds, so its pages go through both."""
         ocr = self._handle("OCR")
         engine = self._check_engine(options.engine)
+        baselines = engine == "kraken" or (engine == "auto" and self.ocr_engines[:1] == [
+            "kraken"])
+        segmentation = self._handle("Segmentation") if baselines else None
         engine_options = {"languages": options.languages,
                           "llm": options.llm.model_dump() if options.llm else None}
         data = await load()
@@ -335,17 +366,16 @@ class Ingress:
                           "confidence": ln.confidence} for ln in page.text_lines]
                 return {**base, "source": "text-layer", "engine": "text-layer", "lines": lines,
                         "text": "\n".join(ln["text"] for ln in lines)}
-            used, lines = await ocr.recognize.remote(page.image, engine, engine_options)
+            page_options = engine_options
+            if segmentation is not None:
+                found = await segmentation.segment.remote(page.image)
+                page_options = {**engine_options, "segmentation": found["lines"]}
+            used, lines = await ocr.recognize.remote(page.image, engine, page_options)
             return {**base, "source": "ocr", "engine": used, "lines": lines,
                     "text": "\n".join(ln["text"] for ln in lines)}
 
         page_count, pages = await self._pages(data, options, options.force_ocr, work)
-        result: dict[str, Any] = {"page_count": page_count}
-        if "json" in options.formats:
-            result["pages"] = pages
-        if "text" in options.formats:
-            result["text"] = "\n\n".join(page["text"] for page in pages)
-        return result
+        return await run_in_threadpool(_ocr_outputs, page_count, pages, options.formats, name)
 
     @app.post("/v1/ocr", response_model=schemas.OcrResponse, tags=["ocr"], dependencies=V1,
               response_model_exclude_none=True)
@@ -354,7 +384,8 @@ class Ingress:
 
         Born-digital PDF pages come from their text layer (source "text-layer") unless
         force_ocr is set; scanned pages are rendered at `dpi` and recognised."""
-        return await self._ocr(lambda: self._source_bytes(body.source), body)
+        return await self._ocr(lambda: self._source_bytes(body.source), body,
+                               _source_name(body.source))
 
     @app.post("/v1/ocr/upload", response_model=schemas.OcrResponse, tags=["ocr"],
               dependencies=V1, response_model_exclude_none=True)
@@ -366,7 +397,8 @@ class Ingress:
     ) -> dict[str, Any]:
         """OCR an uploaded PDF or image (multipart/form-data)."""
         parsed = _parse_options(options, schemas.OcrOptions)
-        return await self._ocr(lambda: _read_upload(file, self.settings.max_upload_bytes), parsed)
+        return await self._ocr(lambda: _read_upload(file, self.settings.max_upload_bytes), parsed,
+                               PurePosixPath(file.filename or "upload").name)
 
     async def _segment(self, load: Callable[[], Awaitable[bytes]],
                        options: schemas.SegmentOptions) -> dict[str, Any]:

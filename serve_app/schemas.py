@@ -63,9 +63,11 @@ class OcrOptions(PageOptions):
     engine: Engine = Field("auto", description="auto: text layer for born-digital pages, "
                            "the configured OCR engine for scans.")
     languages: list[str] = Field(default_factory=list, max_length=8, examples=[["deu", "eng"]])
-    formats: list[Literal["json", "text"]] = Field(
+    formats: list[Literal["json", "text", "alto", "page", "hocr"]] = Field(
         default_factory=lambda: ["json"], min_length=1,
-        description="json: pages with lines and geometry; text: the whole text in one string.",
+        description="json: pages with lines and geometry; text: the whole text in one string; "
+        "alto: one ALTO 4.4 document; page: a PAGE-XML 2019 document per page; hocr: one "
+        "hOCR document.",
     )
     force_ocr: bool = Field(False, description="OCR born-digital pages instead of reading "
                             "their text layer.")
@@ -84,6 +86,8 @@ class Line(BaseModel):
     text: str
     bbox: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in page pixels")
     polygon: list[Point] | None = None
+    baseline: list[Point] | None = Field(None, description="kraken: the line's baseline.")
+    region: str | None = Field(None, description="kraken: the id of the line's region.")
     confidence: float | None = Field(None, ge=0.0, le=1.0, description="Absent where the "
                                      "engine gives none (llm).")
 
@@ -104,6 +108,10 @@ class OcrResponse(BaseModel):
     page_count: int = Field(description="Pages in the whole document.")
     pages: list[OcrPage] | None = None
     text: str | None = None
+    alto: str | None = Field(None, description="ALTO 4.4 XML, a Page per selected page.")
+    page_xml: list[str] | None = Field(None, description="PAGE-XML 2019-07-15, one document "
+                                       "per selected page.")
+    hocr: str | None = Field(None, description="hOCR 1.2 XHTML, an ocr_page per page.")
 
 
 class SegmentOptions(PageOptions):

@@ -7,7 +7,11 @@ import json
 import httpx
 import pytest
 
+from serve_app.formats import ALTO_NS, PAGE_NS, XHTML_NS
 from tests.fixtures.documents import LINES, scan_png, scanned_pdf, text_pdf
+from tests.fixtures.xsd import assert_valid
+
+NS = {"a": ALTO_NS, "p": PAGE_NS, "h": XHTML_NS}
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +109,65 @@ def test_segmentation_of_an_upload(client: httpx.Client) -> None:
                            data={"options": '{"dpi": 150}'})
     assert response.status_code == 200, response.text
     assert len(response.json()["pages"][0]["lines"]) == len(LINES)
+
+
+def test_kraken_recognises_the_lines_that_segmentation_finds(client: httpx.Client, upload
+                                                             ) -> None:
+    """engine=kraken: blla baselines, then kraken recognition (a random-weight model here,
+    so its text is noise; geometry and the path through both deployments are real)."""
+    path = upload("docs/letter.pdf", scanned_pdf())
+    response = client.post("/v1/ocr", json={"source": {"path": path}, "engine": "kraken",
+                                            "dpi": 150, "formats": ["json", "alto", "page"]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    [page] = body["pages"]
+    assert page["engine"] == "kraken" and page["source"] == "ocr"
+    assert len(page["lines"]) == len(LINES)
+    for line in page["lines"]:
+        assert len(line["baseline"]) >= 2 and len(line["polygon"]) >= 3 and line["region"]
+        assert line["confidence"] is None or 0 <= line["confidence"] <= 1
+    alto = assert_valid("alto", body["alto"])
+    assert len(alto.findall(".//a:TextLine", NS)) == len(LINES)
+    assert all(line.get("BASELINE") for line in alto.iterfind(".//a:TextLine", NS))
+    [page_xml] = body["page_xml"]
+    root = assert_valid("page", page_xml)
+    assert len(root.findall(".//p:Baseline", NS)) == len(LINES)
+
+
+def test_every_format_from_one_request(client: httpx.Client, upload) -> None:
+    """A born-digital page and a scanned one: ALTO and hOCR hold both, PAGE-XML one file
+    each, and every format carries the same text as the JSON pages."""
+    import pymupdf
+
+    merged = pymupdf.open(stream=text_pdf(), filetype="pdf")
+    merged.insert_pdf(pymupdf.open(stream=scanned_pdf(), filetype="pdf"))
+    path = upload("docs/mixed.pdf", merged.tobytes())
+    response = client.post("/v1/ocr", json={"source": {"path": path}, "dpi": 150,
+                                            "formats": ["json", "text", "alto", "page", "hocr"]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [page["source"] for page in body["pages"]] == ["text-layer", "ocr"]
+    json_words = [page["text"].split() for page in body["pages"]]
+
+    alto = assert_valid("alto", body["alto"])
+    alto_pages = alto.findall(".//a:Page", NS)
+    assert [[s.get("CONTENT") for s in p.iterfind(".//a:String", NS)]
+            for p in alto_pages] == json_words
+    assert len(body["page_xml"]) == 2
+    for number, (document, page) in enumerate(zip(body["page_xml"], body["pages"],
+                                                  strict=True), 1):
+        root = assert_valid("page", document)
+        assert root.find(".//p:Page", NS).get("imageFilename") == (
+            f"mixed.pdf#page={number}")
+        assert [u.text for u in root.iterfind(
+            ".//p:TextLine/p:TextEquiv/p:Unicode", NS)] == [
+            line["text"] for line in page["lines"]]
+    from lxml import etree
+
+    hocr = etree.fromstring(body["hocr"].encode())
+    pages = hocr.findall(".//h:div[@class='ocr_page']", NS)
+    assert [[w.text for w in p.iterfind(".//h:span[@class='ocrx_word']", NS)]
+            for p in pages] == json_words
 
 
 def test_cli_ocrs_a_folder_through_the_service(service: dict[str, object], tmp_path) -> None:

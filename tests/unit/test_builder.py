@@ -73,3 +73,10 @@ def test_build_refuses_a_model_of_the_wrong_kind(clean_env: pytest.MonkeyPatch) 
 def test_args_reject_unknown_keys() -> None:
     with pytest.raises(ValueError, match="ocr_engine"):
         AppArgs.model_validate({"ocr_engine": "rapidocr"})
+
+
+def test_kraken_recognition_without_segmentation_is_refused(
+        clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
+    with pytest.raises(BuildError, match="needs a segmentation_model"):
+        build_app(AppArgs(ocr_engines=["kraken-rec"], segmentation_model=None))

@@ -1,13 +1,17 @@
-"""Tesseract's TSV into lines, and what request languages mean to it."""
+"""Tesseract's TSV into lines and what request languages mean to it; kraken recognition
+on given baselines, and missing kraken models."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 
+import numpy as np
 import pytest
 
-from deployments.models import load_catalog
+from deployments.models import ModelMissing, load_catalog
 from deployments.ocr import TesseractEngine, parse_tsv
+from deployments.ocr_kraken import KrakenRecognitionEngine
 from serve_app.errors import InvalidInput
 from serve_app.settings import Settings
 
@@ -41,3 +45,36 @@ def test_languages_map_to_installed_models(clean_env: pytest.MonkeyPatch) -> Non
     assert engine.languages(["fraktur", "DEU", "de"]) == "Fraktur+deu"
     with pytest.raises(InvalidInput, match="installed"):
         engine.languages(["klingon"])
+
+
+def _kraken(clean_env: pytest.MonkeyPatch, path: str) -> KrakenRecognitionEngine:
+    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
+    spec = load_catalog({"rec": {"kind": "ocr", "engine": "kraken", "footprint_mb": 1,
+                                 "path": path}})["rec"]
+    return KrakenRecognitionEngine(spec, Settings.load(), "cpu")
+
+
+def test_kraken_recognises_each_given_baseline_line(clean_env: pytest.MonkeyPatch,
+                                                    tiny_models: dict[str, str]) -> None:
+    engine = _kraken(clean_env, tiny_models["kraken"])
+    image = np.full((200, 600, 3), 255, dtype=np.uint8)
+    image[60:90, 40:560] = 0  # something line-like to cut out
+    line = {"baseline": [(40.0, 85.0), (560.0, 85.0)],
+            "boundary": [(40.0, 55.0), (560.0, 55.0), (560.0, 95.0), (40.0, 95.0)],
+            "bbox": (40.0, 55.0, 560.0, 95.0), "region": "r1"}
+    degenerate = {**line, "baseline": [(40.0, 85.0)]}  # one point: not a line, skipped
+    lines = asyncio.run(engine.recognize(image, {"segmentation": [line, degenerate]}))
+    assert len(lines) == 1
+    [got] = lines
+    assert isinstance(got["text"], str)
+    assert got["baseline"] == line["baseline"] and got["polygon"] == line["boundary"]
+    assert got["region"] == "r1"
+    assert got["confidence"] is None or 0.0 <= got["confidence"] <= 1.0
+    assert asyncio.run(engine.recognize(image, {"segmentation": []})) == []
+    with pytest.raises(InvalidInput, match="segmented lines"):
+        asyncio.run(engine.recognize(image, {}))
+
+
+def test_a_missing_kraken_model_names_its_path(clean_env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ModelMissing, match=r"kraken/absent\.mlmodel"):
+        _kraken(clean_env, "kraken/absent.mlmodel")

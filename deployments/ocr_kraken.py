@@ -1,0 +1,94 @@
+"""kraken recognition: the text of the baseline lines the Segmentation deployment found.
+
+Handwriting needs a model trained on the archive's own hands; kraken ships none, so
+the model comes from the model store (MODEL_CACHE_DIR), where training puts its models
+too. The ingress segments a page first and hands the lines over with the image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from statistics import fmean
+from typing import Any
+
+import numpy as np
+
+from deployments.models import ModelMissing, ModelSpec, resolve_weights
+from serve_app.errors import InvalidInput
+from serve_app.settings import Settings
+
+
+class KrakenRecognitionEngine:
+    """kraken 7's RecognitionTaskModel on given baselines and boundary polygons."""
+
+    name = "kraken"
+
+    def __init__(self, spec: ModelSpec, settings: Settings, device: str):
+        from kraken.configs import RecognitionInferenceConfig
+        from kraken.tasks import RecognitionTaskModel
+
+        weights = resolve_weights(spec, settings)
+        if weights is None:
+            raise ModelMissing(f"model {spec.name!r} names no weights: give it a path under "
+                               "MODEL_CACHE_DIR (kraken bundles no recognition model)")
+        self._model = RecognitionTaskModel.load_model(weights)
+        # Line images are cut out in this thread: worker processes inside a replica
+        # would compete with Ray for the replica's CPUs.
+        self._config = RecognitionInferenceConfig(**{"num_line_workers": 0, **spec.options})
+        self._lock = threading.Lock()  # the task model keeps per-call state
+        self.move(device)
+
+    def move(self, device: str) -> None:
+        """kraken moves its net to the configured accelerator on each call."""
+        with self._lock:
+            self._config.accelerator = "gpu" if device == "cuda" else "cpu"
+
+    async def recognize(self, image: np.ndarray, options: dict[str, Any]
+                        ) -> list[dict[str, Any]]:
+        lines = options.get("segmentation")
+        if lines is None:
+            raise InvalidInput("engine kraken recognises segmented lines: send the page "
+                               "through /v1/ocr, which segments it first")
+        return await asyncio.to_thread(self._recognize, image, lines)
+
+    def _recognize(self, image: np.ndarray, lines: list[dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+        from kraken.containers import BaselineLine, Segmentation
+        from PIL import Image
+
+        usable = [line for line in lines
+                  if len(line["baseline"]) >= 2 and len(line["boundary"]) >= 3]
+        if not usable:
+            return []
+        segmentation = Segmentation(
+            type="baselines", imagename="page", text_direction="horizontal-lr",
+            script_detection=False,
+            lines=[BaselineLine(id=f"line_{index}", baseline=_ints(line["baseline"]),
+                                boundary=_ints(line["boundary"]),
+                                regions=[line["region"]] if line.get("region") else None)
+                   for index, line in enumerate(usable)])
+        if self._model.seg_type == "bbox":  # a model trained on boxes, as older ones are
+            segmentation = segmentation.to_bbox()
+        with self._lock:
+            records = {record.id: record for record in self._model.predict(
+                Image.fromarray(image), segmentation, self._config)}
+        result = []
+        for index, line in enumerate(usable):
+            record = records.get(f"line_{index}")
+            if record is None:
+                continue
+            confidences = list(record.confidences or [])
+            result.append({
+                "text": record.prediction,
+                "bbox": line["bbox"],
+                "polygon": line["boundary"],
+                "baseline": line["baseline"],
+                "region": line.get("region"),
+                "confidence": round(fmean(confidences), 4) if confidences else None,
+            })
+        return result
+
+
+def _ints(points: list[Any]) -> list[tuple[int, int]]:
+    return [(round(x), round(y)) for x, y in points]
