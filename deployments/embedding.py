@@ -24,7 +24,8 @@ from serve_app.errors import InvalidInput
 from serve_app.settings import Settings
 
 DEFAULT_MAX_LENGTH = 512
-# Padded tokens per forward: bounds activation memory whatever the texts' lengths.
+# Tokens per batch (batch_size_fn) and padded tokens per forward: bound the memory of a
+# batch and of its activations whatever the texts' lengths.
 MAX_BATCH_TOKENS = 32_768
 MAX_BATCH_TEXTS = 256
 
@@ -166,14 +167,48 @@ ENGINES: dict[str, type[FlagEncoder]] = {"flag-dense": DenseEncoder, "bge-m3": M
 
 @dataclass(frozen=True)
 class EmbedJob:
-    texts: list[str]
+    """Consecutive texts of one request, tokenized: at most MAX_JOB_TOKENS tokens (a text
+    alone has no more: replicas refuse a model whose max_length is larger)."""
+
+    tokens: tuple[Tokenized, ...]
     want: frozenset[str]
-    max_length: int | None
+
+    @property
+    def size(self) -> int:
+        return sum(len(t.ids) for t in self.tokens)
+
+
+# A request is queued as jobs of this many tokens, so a batch can be filled close to
+# MAX_BATCH_TOKENS by many requests and one request of long texts spans several batches.
+MAX_JOB_TOKENS = 8192
+
+
+def split_into_jobs(tokens: list[Tokenized], want: frozenset[str],
+                    budget: int = MAX_JOB_TOKENS) -> list[EmbedJob]:
+    """The request's texts in order, cut into jobs of at most `budget` tokens."""
+    jobs: list[EmbedJob] = []
+    current: list[Tokenized] = []
+    size = 0
+    for item in tokens:
+        if current and size + len(item.ids) > budget:
+            jobs.append(EmbedJob(tuple(current), want))
+            current, size = [], 0
+        current.append(item)
+        size += len(item.ids)
+    if current:
+        jobs.append(EmbedJob(tuple(current), want))
+    return jobs
+
+
+def batch_tokens(jobs: list[EmbedJob]) -> int:
+    """@serve.batch's batch_size_fn: a batch is as big as its tokens, not its requests."""
+    return sum(job.size for job in jobs)
 
 
 @serve.deployment(name="Embedding", max_ongoing_requests=64, health_check_period_s=10)
 class Embedding(ModelReplica):
-    """Dynamic batching across requests; one length-sorted forward per token budget."""
+    """Dynamic batching across requests, bounded in tokens; one length-sorted forward per
+    padded-token budget."""
 
     deployment_name = "Embedding"
 
@@ -182,6 +217,9 @@ class Embedding(ModelReplica):
         weights = str(resolve_weights(spec, settings))
         self.start(spec, settings, residency,
                    lambda device: ENGINES[spec.engine](weights, spec, device))
+        if self.engine.max_length > MAX_JOB_TOKENS:
+            raise ValueError(f"model {spec.name!r}: max_length {self.engine.max_length} is "
+                             f"over the {MAX_JOB_TOKENS} tokens a batch job may hold")
 
     async def embed(
         self, texts: list[str], want: list[str], max_length: int | None = None
@@ -194,22 +232,26 @@ class Embedding(ModelReplica):
                 f"{sorted(missing)}: deploy bge-m3 for sparse and colbert outputs",
                 detail={"model": self.spec.name},
             )
-        return await self._embed_batch(EmbedJob(texts, frozenset(want), max_length))
+        tokens = await asyncio.to_thread(self.engine.tokenize, texts, max_length)
+        parts = await asyncio.gather(*(
+            self._embed_batch(job) for job in split_into_jobs(tokens, frozenset(want))))
+        return [item for part in parts for item in part]
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.003)
+    # max_batch_size counts tokens (batch_size_fn); Ray's start-up warning that it exceeds
+    # max_ongoing_requests compares tokens with requests and does not apply.
+    @serve.batch(max_batch_size=MAX_BATCH_TOKENS, batch_size_fn=batch_tokens,
+                 batch_wait_timeout_s=0.003)
     async def _embed_batch(self, jobs: list[EmbedJob]) -> list[list[dict[str, Any]]]:
         await self.follower.ensure()
         return await asyncio.to_thread(self._run, jobs)
 
     def _run(self, jobs: list[EmbedJob]) -> list[list[dict[str, Any]]]:
         want = frozenset().union(*(job.want for job in jobs))
-        items = [
-            (job_index, text_index, tokens)
-            for job_index, job in enumerate(jobs)
-            for text_index, tokens in enumerate(self.engine.tokenize(job.texts, job.max_length))
-        ]
+        items = [(job_index, text_index, tokens)
+                 for job_index, job in enumerate(jobs)
+                 for text_index, tokens in enumerate(job.tokens)]
         items.sort(key=lambda item: -len(item[2].ids))
-        results: list[list[dict[str, Any]]] = [[{} for _ in job.texts] for job in jobs]
+        results: list[list[dict[str, Any]]] = [[{} for _ in job.tokens] for job in jobs]
         start = 0
         while start < len(items):
             longest = len(items[start][2].ids)

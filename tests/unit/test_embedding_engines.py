@@ -7,7 +7,15 @@ import asyncio
 import numpy as np
 import pytest
 
-from deployments.embedding import DenseEncoder, M3Encoder
+from deployments.embedding import (
+    MAX_BATCH_TOKENS,
+    MAX_JOB_TOKENS,
+    DenseEncoder,
+    M3Encoder,
+    Tokenized,
+    batch_tokens,
+    split_into_jobs,
+)
 from deployments.models import ModelSpec, resolve_weights
 from deployments.rerank import CrossEncoderEngine, RerankJob
 from serve_app.settings import Settings
@@ -90,3 +98,16 @@ def load_spec(name: str) -> ModelSpec:
     from deployments.models import load_catalog
 
     return load_catalog()[name]
+
+
+def test_requests_are_queued_as_jobs_bounded_in_tokens() -> None:
+    """A request of long texts becomes several jobs, in order; batch_size_fn counts tokens,
+    so a batch holds at most MAX_BATCH_TOKENS and any single job fits in one."""
+    lengths = [3000, 3000, 3000, 8192, 10, 10]
+    tokens = [Tokenized(list(range(n)), truncated=n == 8192) for n in lengths]
+    jobs = split_into_jobs(tokens, frozenset({"dense"}))
+    assert [[len(t.ids) for t in job.tokens] for job in jobs] == [
+        [3000, 3000], [3000], [8192], [10, 10]]
+    assert all(job.size <= MAX_JOB_TOKENS <= MAX_BATCH_TOKENS for job in jobs)
+    assert batch_tokens(jobs) == sum(lengths)
+    assert split_into_jobs([], frozenset({"dense"})) == []
