@@ -18,6 +18,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.models import ModelSpec, resolve_weights
 from deployments.ocr_kraken import KrakenRecognitionEngine
 from deployments.ocr_llm import OllamaVlmEngine
+from deployments.ocr_surya import SuryaEngine
 from deployments.policy import calculate_ocr_residency
 from deployments.replica import ControllerAnswer, ModelReplica
 from deployments.residency import load_profile
@@ -164,7 +165,7 @@ def parse_tsv(tsv: str) -> list[dict[str, Any]]:
 
 ENGINES: dict[str, type[OcrEngine]] = {
     "rapidocr": RapidOcrEngine, "llm": OllamaVlmEngine, "tesseract": TesseractEngine,
-    "kraken": KrakenRecognitionEngine}
+    "kraken": KrakenRecognitionEngine, "surya": SuryaEngine}
 
 
 class EngineSet:

@@ -23,12 +23,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path):  # type: ignore[no-unt
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Random-weight models (BGE-M3 and reranker layout, a kraken recognizer), built once
-    per session."""
+    """Random-weight models (BGE-M3 and reranker layout, a kraken recognizer, surya's
+    detector and recognizer), built once per session."""
     from tests.fixtures.tiny_models import (
         build_tiny_kraken_recognizer,
         build_tiny_m3,
         build_tiny_reranker,
+        build_tiny_surya,
     )
 
     root = tmp_path_factory.mktemp("tiny-models")
@@ -36,4 +37,5 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "m3": str(build_tiny_m3(root / "tiny-m3")),
         "reranker": str(build_tiny_reranker(root / "tiny-reranker")),
         "kraken": str(build_tiny_kraken_recognizer(root / "kraken" / "tiny-rec.mlmodel")),
+        "surya": str(build_tiny_surya(root / "surya")),
     }

@@ -67,10 +67,13 @@ def service(tiny_models: dict[str, str], ollama: FakeOllama) -> Iterator[dict[st
         options = {name: SMALL for name in
                    ("OCR", "Segmentation", "Embedding", "Rerank", "ResidencyController", "Ingress")}
         serve.run(build_app({"gpu_total_mb": GPU_TOTAL_MB, "deployment_options": options,
-                             "ocr_engines": ["ollama-vlm", "tesseract", "kraken-rec"],
+                             "ocr_engines": ["ollama-vlm", "tesseract", "kraken-rec", "surya"],
                              "models": {"kraken-rec": {"kind": "ocr", "engine": "kraken",
                                                        "footprint_mb": 50,
-                                                       "path": tiny_models["kraken"]}},
+                                                       "path": tiny_models["kraken"]},
+                                        "surya": {"kind": "ocr", "engine": "surya",
+                                                  "footprint_mb": 50,
+                                                  "path": tiny_models["surya"]}},
                              "settings": {"RESIDENCY_PROFILE": "balanced",
                                           "OLLAMA_URL": ollama.url, "OLLAMA_TIMEOUT_S": 3}}),
                   name="main", route_prefix="/")

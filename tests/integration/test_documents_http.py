@@ -134,6 +134,28 @@ def test_kraken_recognises_the_lines_that_segmentation_finds(client: httpx.Clien
     assert len(root.findall(".//p:Baseline", NS)) == len(LINES)
 
 
+def test_surya_reads_every_page_of_a_scan(client: httpx.Client, upload) -> None:
+    """engine=surya: detection and recognition in the OCR replica, the document's pages
+    batched into surya's calls (random-weight checkpoints: one line per page, noise)."""
+    import pymupdf
+
+    scans = pymupdf.open(stream=scanned_pdf(), filetype="pdf")
+    for _ in range(2):
+        scans.insert_pdf(pymupdf.open(stream=scanned_pdf(), filetype="pdf"))
+    path = upload("docs/surya.pdf", scans.tobytes(deflate=True, garbage=3))
+    response = client.post("/v1/ocr", json={"source": {"path": path}, "engine": "surya",
+                                            "dpi": 100, "formats": ["json", "alto"]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [page["engine"] for page in body["pages"]] == ["surya"] * 3
+    for page in body["pages"]:
+        for line in page["lines"]:
+            x0, y0, x1, y1 = line["bbox"]
+            assert 0 <= x0 < x1 <= page["width"] and 0 <= y0 < y1 <= page["height"]
+            assert 0 <= line["confidence"] <= 1
+    assert len(assert_valid("alto", body["alto"]).findall(".//a:Page", NS)) == 3
+
+
 def test_every_format_from_one_request(client: httpx.Client, upload) -> None:
     """A born-digital page and a scanned one: ALTO and hOCR hold both, PAGE-XML one file
     each, and every format carries the same text as the JSON pages."""
