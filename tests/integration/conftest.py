@@ -1,8 +1,11 @@
 """One local Ray cluster with a fake GPU, the whole graph deployed once, HTTP on 127.0.0.1.
 
-Two applications share the cluster: "main", the embedded default (rapidocr, kraken
-blla, MiniLM, embedding-similarity rerank), and "tiny" at /tiny, which serves the
-tiny random XLM-R models through the real BGEM3FlagModel and FlagReranker paths.
+Three applications share the cluster: "main", the embedded default (rapidocr, kraken
+blla, MiniLM, embedding-similarity rerank) plus the llm, tesseract, kraken and surya
+engines (random-weight kraken and surya models); "tiny" at /tiny, which serves the tiny
+random XLM-R models through the real BGEM3FlagModel and FlagReranker paths and a
+tesseract-only OCR; and "residency" at /res, an embedding on a fake GPU beside a fake
+Ollama.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from tests.fixtures.fake_ollama import FakeOllama
 API_KEY = "integration-test-key-" + os.urandom(8).hex()
 GPU_TOTAL_MB = 24000
 SMALL = {"ray_actor_options": {"num_cpus": 0.25}}
+# The random-weight kraken and surya models of the main app's OCR deployment.
+TINY_OCR_MB = 50
+MAIN_OCR_ENGINES = ["ollama-vlm", "tesseract", "kraken-rec", "surya"]
 
 
 def _free_port() -> int:
@@ -67,19 +73,19 @@ def service(tiny_models: dict[str, str], ollama: FakeOllama) -> Iterator[dict[st
         options = {name: SMALL for name in
                    ("OCR", "Segmentation", "Embedding", "Rerank", "ResidencyController", "Ingress")}
         serve.run(build_app({"gpu_total_mb": GPU_TOTAL_MB, "deployment_options": options,
-                             "ocr_engines": ["ollama-vlm", "tesseract", "kraken-rec", "surya"],
+                             "ocr_engines": MAIN_OCR_ENGINES,
                              "models": {"kraken-rec": {"kind": "ocr", "engine": "kraken",
-                                                       "footprint_mb": 50,
+                                                       "footprint_mb": TINY_OCR_MB,
                                                        "path": tiny_models["kraken"]},
                                         "surya": {"kind": "ocr", "engine": "surya",
-                                                  "footprint_mb": 50,
+                                                  "footprint_mb": TINY_OCR_MB,
                                                   "path": tiny_models["surya"]}},
                              "settings": {"RESIDENCY_PROFILE": "balanced",
                                           "OLLAMA_URL": ollama.url, "OLLAMA_TIMEOUT_S": 3}}),
                   name="main", route_prefix="/")
         serve.run(build_app({
             "gpu_total_mb": GPU_TOTAL_MB,
-            "ocr_model": None,
+            "ocr_model": "tesseract",  # an OCR that lacks the other engines
             "segmentation_model": None,
             "embedding_model": "tiny-m3",
             "rerank_model": "tiny-reranker",

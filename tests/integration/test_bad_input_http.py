@@ -131,10 +131,11 @@ def test_page_outside_the_document_is_422(client: httpx.Client, upload) -> None:
 
 
 def test_engine_that_is_not_deployed_is_422(client: httpx.Client, upload) -> None:
+    """The tiny app's OCR holds tesseract only."""
     path = upload("bad/engine.pdf", text_pdf())
-    error = _error(client.post("/v1/ocr", json={"source": {"path": path}, "engine": "surya"}),
-                   422)
-    assert error["detail"]["available"] == ["auto", "rapidocr", "llm", "tesseract"]
+    error = _error(client.post("/tiny/v1/ocr", json={"source": {"path": path},
+                                                     "engine": "surya"}), 422)
+    assert error["detail"]["available"] == ["auto", "tesseract"]
 
 
 def test_empty_upload_is_422(client: httpx.Client, unchanged) -> None:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from deployments.models import load_catalog
-from tests.integration.conftest import GPU_TOTAL_MB
+from tests.integration.conftest import GPU_TOTAL_MB, MAIN_OCR_ENGINES, TINY_OCR_MB
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +25,14 @@ def test_replicas_get_their_fraction_of_the_gpu(client: httpx.Client) -> None:
     body = response.json()
     catalog = load_catalog()
     models = {m["deployment"]: m for m in body["models"]}
+    # The OCR replica holds its extra engines too: its share is their sum.
+    ocr_mb = catalog["rapidocr"].footprint_mb + sum(
+        TINY_OCR_MB if name in ("kraken-rec", "surya") else catalog[name].footprint_mb
+        for name in MAIN_OCR_ENGINES)
     for name in ("OCR", "Segmentation", "Embedding"):
         model = models[name]
-        assert model["gpu_share"] == pytest.approx(
-            catalog[model["model"]].footprint_mb / GPU_TOTAL_MB, abs=1e-4)
+        footprint = ocr_mb if name == "OCR" else catalog[model["model"]].footprint_mb
+        assert model["gpu_share"] == pytest.approx(footprint / GPU_TOTAL_MB, abs=1e-4)
         # Ray really assigned the (fake) GPU: CUDA sees device 0 in that replica.
         assert model["cuda_visible_devices"] == "0"
         # There is no real GPU here, so torch falls back to the CPU.
@@ -41,7 +45,7 @@ def test_replicas_get_their_fraction_of_the_gpu(client: httpx.Client) -> None:
 def test_models_route_lists_every_deployment(client: httpx.Client) -> None:
     models = client.get("/v1/models").json()
     [ocr] = [m for m in models if m["deployment"] == "OCR"]
-    assert ocr["engines"] == ["auto", "rapidocr", "llm", "tesseract"]
+    assert ocr["engines"] == ["auto", "rapidocr", "llm", "tesseract", "kraken", "surya"]
     assert ocr["unavailable_engines"] == {}
     names = {m["deployment"]: m["model"] for m in models}
     assert names == {"OCR": "rapidocr", "Segmentation": "kraken-blla",

@@ -92,7 +92,7 @@ def test_cross_encoder_rerank_through_flagreranker(client: httpx.Client) -> None
 
 
 def test_an_application_without_ocr_says_so(client: httpx.Client, upload) -> None:
-    response = client.post("/tiny/v1/ocr", json={"source": {"path": "nothing.pdf"}})
+    response = client.post("/res/v1/ocr", json={"source": {"path": "nothing.pdf"}})
     assert response.status_code == 503
     assert "OCR deployment is not part of this application" in response.json()["error"]["message"]
 
