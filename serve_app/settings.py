@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     tmp_dir: Path | None = Field(None, alias="TMPDIR")
     ollama_url: str = Field("http://127.0.0.1:11434", alias="OLLAMA_URL")
     ollama_timeout_s: float = Field(120.0, gt=0, alias="OLLAMA_TIMEOUT_S")
+    # Bearer key for an OpenAI-compatible LLM server (llm engine with `api: openai`).
+    llm_api_key: SecretStr | None = Field(None, alias="LLM_API_KEY")
     # Pages of one document in flight at once (rendered and sent to the OCR engines).
     pages_in_flight: int = Field(8, ge=1, le=64, alias="OCR_PAGES_IN_FLIGHT")
     residency_profile: str = Field("llm-first", alias="RESIDENCY_PROFILE")

@@ -20,7 +20,8 @@ LLM = {"model": "scb10x/typhoon-ocr-7b", "system_prompt": "Transkribiere genau."
 
 @pytest.fixture
 def fresh(ollama: FakeOllama):  # type: ignore[no-untyped-def]
-    ollama.chats.clear()
+    for calls in (ollama.chats, ollama.paths, ollama.headers):
+        calls.clear()
     ollama.status, ollama.reply = 200, "ERSTE ZEILE\nZWEITE ZEILE"
     yield ollama
     ollama.hang.clear()
@@ -39,6 +40,7 @@ def test_llm_engine_sends_the_request_options_and_the_profiles_keep_alive(
     assert page["engine"] == "llm" and page["text"] == "ERSTE ZEILE\nZWEITE ZEILE"
     assert page["lines"][0].get("confidence") is None  # a VLM gives no confidence
     [chat] = fresh.chats
+    assert fresh.paths == ["/api/chat"]
     assert chat["model"] == LLM["model"] and chat["stream"] is False
     assert chat["options"] == LLM["runtime_params"]  # passed through, nothing added
     assert chat["keep_alive"] == "5m"  # the balanced profile's, not the client's
