@@ -153,13 +153,15 @@ def parse_tsv(tsv: str) -> list[dict[str, Any]]:
         left, top, width, height = (float(c) for c in cells[6:10])
         key = (block, par, line)
         if level == "4":
-            lines[key] = {"words": [], "confs": [],
-                          "bbox": (left, top, left + width, top + height)}
+            lines[key] = {"words": [], "bbox": (left, top, left + width, top + height)}
         elif level == "5" and key in lines and cells[11].strip():
-            lines[key]["words"].append(cells[11].strip())
-            lines[key]["confs"].append(max(float(cells[10]), 0.0))
-    return [{"text": " ".join(line["words"]), "bbox": line["bbox"], "polygon": None,
-             "confidence": round(sum(line["confs"]) / len(line["confs"]) / 100, 4)}
+            lines[key]["words"].append({
+                "text": cells[11].strip(), "bbox": (left, top, left + width, top + height),
+                "confidence": round(min(max(float(cells[10]), 0.0), 100.0) / 100, 4)})
+    return [{"text": " ".join(word["text"] for word in line["words"]), "bbox": line["bbox"],
+             "polygon": None, "words": line["words"],
+             "confidence": round(sum(w["confidence"] for w in line["words"])
+                                 / len(line["words"]), 4)}
             for line in lines.values() if line["words"]]
 
 

@@ -68,8 +68,17 @@ def _blocks(page: Page) -> list[tuple[Box, list[dict[str, Any]]]]:
     return blocks
 
 
-def _words(line: dict[str, Any], page: Page) -> list[tuple[str, tuple[int, int, int, int]]]:
-    """The line's words with boxes placed by their character offsets along the line."""
+Word = tuple[str, tuple[int, int, int, int], float | None]
+
+
+def _words(line: dict[str, Any], page: Page) -> list[Word]:
+    """The line's words with box and confidence: the engine's where it gives them
+    (tesseract), else boxes placed by character offset along the line and the line's
+    confidence."""
+    if line.get("words"):
+        return [(word["text"], _clamp_box(word["bbox"], page), word.get("confidence"))
+                for word in line["words"]]
+    confidence = line.get("confidence")
     text: str = line["text"]
     x0, y0, x1, y1 = _clamp_box(line["bbox"], page)
     per_char = (x1 - x0) / max(len(text), 1)
@@ -79,9 +88,9 @@ def _words(line: dict[str, Any], page: Page) -> list[tuple[str, tuple[int, int, 
         offset = start + len(word)
         left = x0 + round(start * per_char)
         right = max(x0 + round(offset * per_char), left + 1)
-        words.append((word, (left, y0, min(right, x1), y1)))
+        words.append((word, (left, y0, min(right, x1), y1), confidence))
     # A detected line without text keeps its place (ALTO needs a String in every line).
-    return words or [("", (x0, y0, x1, y1))]
+    return words or [("", (x0, y0, x1, y1), confidence)]
 
 
 def _xml(root: ET.Element) -> str:
@@ -124,13 +133,13 @@ def to_alto(pages: list[Page], engine_names: Iterable[str]) -> str:
                 text_line = ET.SubElement(block, f"{q}TextLine", attributes)
                 shape = ET.SubElement(text_line, f"{q}Shape")
                 ET.SubElement(shape, f"{q}Polygon", POINTS=_outline(line, page))
-                for w, (word, word_box) in enumerate(_words(line, page), 1):
+                for w, (word, word_box, confidence) in enumerate(_words(line, page), 1):
                     if w > 1:
                         ET.SubElement(text_line, f"{q}SP")
                     string = {"ID": f"{line_id}_w{w}", "CONTENT": word,
                               **_alto_box(word_box, page)}
-                    if line.get("confidence") is not None:
-                        string["WC"] = f"{line['confidence']:.4f}"
+                    if confidence is not None:
+                        string["WC"] = f"{confidence:.4f}"
                     ET.SubElement(text_line, f"{q}String", string)
     return _xml(root)
 
@@ -236,8 +245,7 @@ def _hocr_line(parent: ET.Element, q: str, line: dict[str, Any], page: Page, key
         title += f"; baseline {slope:.4f} {offset:.0f}"
     span = ET.SubElement(parent, f"{q}span", {"class": "ocr_line", "id": f"line_{key}",
                                               "title": title})
-    confidence = line.get("confidence")
-    for w, (word, box) in enumerate(_words(line, page), 1):
+    for w, (word, box, confidence) in enumerate(_words(line, page), 1):
         word_title = "bbox {} {} {} {}".format(*box)
         if confidence is not None:
             word_title += f"; x_wconf {round(confidence * 100)}"

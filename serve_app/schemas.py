@@ -82,12 +82,19 @@ class OcrRequest(OcrOptions):
     ]})
 
 
+class Word(BaseModel):
+    text: str
+    bbox: tuple[float, float, float, float]
+    confidence: float | None = Field(None, ge=0.0, le=1.0)
+
+
 class Line(BaseModel):
     text: str
     bbox: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in page pixels")
     polygon: list[Point] | None = None
     baseline: list[Point] | None = Field(None, description="kraken: the line's baseline.")
     region: str | None = Field(None, description="kraken: the id of the line's region.")
+    words: list[Word] | None = Field(None, description="tesseract: each word's box.")
     confidence: float | None = Field(None, ge=0.0, le=1.0, description="Absent where the "
                                      "engine gives none (llm).")
 

@@ -53,6 +53,22 @@ def test_alto_is_valid_and_keeps_every_word_line_and_baseline() -> None:
     assert pages[0].find(".//a:String", ns).get("WC") is None  # no invented confidence
 
 
+def test_engine_word_boxes_and_confidences_are_kept() -> None:
+    """Tesseract's own word boxes, not estimated ones, reach ALTO and hOCR."""
+    words = [{"text": "Königsberg,", "bbox": (10.5, 20.0, 190.0, 50.0), "confidence": 0.9},
+             {"text": "den", "bbox": (200.0, 21.0, 240.0, 49.0), "confidence": 0.6}]
+    page = {**PLAIN, "lines": [{**PLAIN["lines"][0], "text": "Königsberg, den",
+                                "confidence": 0.75, "words": words}]}
+    root = assert_valid("alto", to_alto([page], ["tesseract"]))
+    strings = root.findall(".//a:String", {"a": ALTO_NS})
+    assert [(s.get("CONTENT"), s.get("HPOS"), s.get("WIDTH"), s.get("WC")) for s in strings] == [
+        ("Königsberg,", "10", "180", "0.9000"), ("den", "200", "40", "0.6000")]
+    hocr = etree.fromstring(to_hocr([page], ["tesseract"]).encode())
+    titles = [w.get("title") for w in hocr.iterfind(".//h:span[@class='ocrx_word']",
+                                                     {"h": XHTML_NS})]
+    assert titles == ["bbox 10 20 190 50; x_wconf 90", "bbox 200 21 240 49; x_wconf 60"]
+
+
 def test_alto_word_boxes_stay_inside_their_line() -> None:
     root = assert_valid("alto", to_alto([SEGMENTED], ["kraken"]))
     ns = {"a": ALTO_NS}

@@ -35,6 +35,9 @@ def test_tsv_words_become_lines_with_mean_confidence() -> None:
     assert [line["text"] for line in lines] == ["Guten Tag", "ſelbſt"]  # empty line dropped
     assert lines[0]["bbox"] == (10.0, 20.0, 310.0, 60.0)
     assert lines[0]["confidence"] == pytest.approx(0.925)
+    assert lines[0]["words"] == [
+        {"text": "Guten", "bbox": (10.0, 20.0, 110.0, 60.0), "confidence": 0.965},
+        {"text": "Tag", "bbox": (120.0, 20.0, 310.0, 60.0), "confidence": 0.885}]
 
 
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="tesseract not installed here")
