@@ -15,6 +15,7 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 from tqdm import tqdm
@@ -98,7 +99,8 @@ def cmd_ocr(args: argparse.Namespace) -> int:
     out_dir: Path | None = args.out
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
-    options = json.dumps({"formats": ["json", "text"], "pages": args.pages, "dpi": args.dpi})
+    options = json.dumps({"formats": ["json", "text", *args.format], "pages": args.pages,
+                          "dpi": args.dpi, "engine": args.engine})
     failures = 0
     with _client(args) as client, tqdm(files, unit="doc", desc="OCR") as progress:
         for path in progress:
@@ -113,12 +115,34 @@ def cmd_ocr(args: argparse.Namespace) -> int:
                 continue
             body = response.json()
             if out_dir:
-                (out_dir / f"{path.stem}.txt").write_text(body["text"], encoding="utf-8")
-                (out_dir / f"{path.stem}.json").write_text(json.dumps(body, ensure_ascii=False),
-                                                           encoding="utf-8")
+                for name, text in _outputs(path.stem, body).items():
+                    _write_whole(out_dir / name, text)
             else:
                 tqdm.write(body["text"])
     return 1 if failures else 0
+
+
+def _outputs(stem: str, body: dict[str, Any]) -> dict[str, str]:
+    """File name -> content for one document: text, JSON, and the XML formats asked for."""
+    documents = {"alto": body.get("alto"), "hocr": body.get("hocr")}
+    outputs = {f"{stem}.txt": body["text"],
+               f"{stem}.json": json.dumps({k: v for k, v in body.items()
+                                           if k not in ("alto", "hocr", "page_xml")},
+                                          ensure_ascii=False)}
+    if documents["alto"] is not None:
+        outputs[f"{stem}.alto.xml"] = documents["alto"]
+    if documents["hocr"] is not None:
+        outputs[f"{stem}.hocr"] = documents["hocr"]
+    for page, page_xml in zip(body["pages"], body.get("page_xml") or [], strict=False):
+        outputs[f"{stem}.page-{page['page']}.xml"] = page_xml
+    return outputs
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write beside the target, then rename: an interrupted run leaves no half file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -154,9 +178,15 @@ def parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         if name == "ocr":
             sub.add_argument("paths", nargs="+", type=Path)
-            sub.add_argument("--out", type=Path, help="write NAME.txt and NAME.json here")
+            sub.add_argument("--out", type=Path, help="write NAME.txt, NAME.json and the "
+                             "asked formats (NAME.alto.xml, NAME.page-N.xml, NAME.hocr) here")
             sub.add_argument("--pages", help="page selection, e.g. 1-3,7")
             sub.add_argument("--dpi", type=int, default=300)
+            sub.add_argument("--engine", default="auto",
+                             help="auto, rapidocr, tesseract, surya, kraken or llm")
+            sub.add_argument("--format", action="append", default=[],
+                             choices=["alto", "page", "hocr"],
+                             help="also write this format (repeatable)")
     return root
 
 
