@@ -181,6 +181,8 @@ class EmbedJob:
 # A request is queued as jobs of this many tokens, so a batch can be filled close to
 # MAX_BATCH_TOKENS by many requests and one request of long texts spans several batches.
 MAX_JOB_TOKENS = 8192
+# Requests with at most this many characters are tokenized without leaving the event loop.
+INLINE_TOKENIZE_CHARS = 65_536
 
 
 def split_into_jobs(tokens: list[Tokenized], want: frozenset[str],
@@ -232,7 +234,12 @@ class Embedding(ModelReplica):
                 f"{sorted(missing)}: deploy bge-m3 for sparse and colbert outputs",
                 detail={"model": self.spec.name},
             )
-        tokens = await asyncio.to_thread(self.engine.tokenize, texts, max_length)
+        # Small requests tokenize on the event loop: a thread hop per request cost a quarter
+        # of the throughput (bench/embed_throughput.py). Large ones must not stall it.
+        if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
+            tokens = self.engine.tokenize(texts, max_length)
+        else:
+            tokens = await asyncio.to_thread(self.engine.tokenize, texts, max_length)
         parts = await asyncio.gather(*(
             self._embed_batch(job) for job in split_into_jobs(tokens, frozenset(want))))
         return [item for part in parts for item in part]
