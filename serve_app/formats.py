@@ -3,13 +3,15 @@
 The page model is the JSON page of /v1/ocr: width, height, dpi, engine and lines with
 text, bbox, an optional polygon and baseline, an optional confidence and region. Lines
 are grouped into blocks by their region (kraken's segmentation names one); lines without
-one share a block per page. Engines give geometry per line, not per word: word boxes in
-ALTO and hOCR are placed by character position along the line's box, which is what
-search highlighting needs and what those formats require.
+one share a block per page. Where an engine gives word boxes (tesseract) ALTO and hOCR
+use them; the others give geometry per line, and word boxes are placed by character
+position along the line's box, which is what search highlighting needs and those
+formats require.
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -27,6 +29,13 @@ CREATOR = f"ocr-graph {__version__}"
 
 Box = tuple[float, float, float, float]
 Page = dict[str, Any]
+# Characters XML 1.0 cannot carry at all (control characters, lone surrogates, ...).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    """Text as XML can hold it: an engine's stray control characters are dropped."""
+    return _NOT_XML.sub("", text)
 
 
 def _clamp_box(box: Sequence[float], page: Page) -> tuple[int, int, int, int]:
@@ -76,10 +85,10 @@ def _words(line: dict[str, Any], page: Page) -> list[Word]:
     (tesseract), else boxes placed by character offset along the line and the line's
     confidence."""
     if line.get("words"):
-        return [(word["text"], _clamp_box(word["bbox"], page), word.get("confidence"))
-                for word in line["words"]]
+        return [(_xml_text(word["text"]), _clamp_box(word["bbox"], page),
+                 word.get("confidence")) for word in line["words"]]
     confidence = line.get("confidence")
-    text: str = line["text"]
+    text = _xml_text(line["text"])
     x0, y0, x1, y1 = _clamp_box(line["bbox"], page)
     per_char = (x1 - x0) / max(len(text), 1)
     words, offset = [], 0
@@ -162,7 +171,7 @@ def to_page_xml(page: Page, image_name: str) -> str:
     ET.SubElement(metadata, f"{q}Creator").text = f"{CREATOR} ({page['engine']})"
     ET.SubElement(metadata, f"{q}Created").text = now
     ET.SubElement(metadata, f"{q}LastChange").text = now
-    page_element = ET.SubElement(root, f"{q}Page", imageFilename=image_name,
+    page_element = ET.SubElement(root, f"{q}Page", imageFilename=_xml_text(image_name),
                                  imageWidth=str(page["width"]), imageHeight=str(page["height"]))
     blocks = _blocks(page)
     if blocks:
@@ -188,7 +197,7 @@ def to_page_xml(page: Page, image_name: str) -> str:
 def _text_equiv(parent: ET.Element, q: str, text: str, confidence: float | None) -> None:
     equiv = ET.SubElement(parent, f"{q}TextEquiv",
                           {} if confidence is None else {"conf": f"{confidence:.4f}"})
-    ET.SubElement(equiv, f"{q}Unicode").text = text
+    ET.SubElement(equiv, f"{q}Unicode").text = _xml_text(text)
 
 
 # ---- hOCR ------------------------------------------------------------------------------
