@@ -8,6 +8,7 @@ too. The ingress segments a page first and hands the lines over with the image.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from statistics import fmean
 from typing import Any
@@ -78,7 +79,7 @@ class KrakenRecognitionEngine:
             record = records.get(f"line_{index}")
             if record is None:
                 continue
-            confidences = list(record.confidences or [])
+            confidences = [float(c) for c in record.confidences or []]
             result.append({
                 "text": record.prediction,
                 "bbox": line["bbox"],
@@ -86,8 +87,25 @@ class KrakenRecognitionEngine:
                 "baseline": line["baseline"],
                 "region": line.get("region"),
                 "confidence": round(fmean(confidences), 4) if confidences else None,
+                "words": words_from_cuts(record.prediction, list(record.cuts or []),
+                                         confidences),
             })
         return result
+
+
+def words_from_cuts(text: str, cuts: list[Any], confidences: list[float]
+                    ) -> list[dict[str, Any]] | None:
+    """Word boxes from kraken's per-character cut polygons; None where they do not line
+    up with the text (then the formats place words along the line)."""
+    if not text.strip() or len(cuts) != len(text) or len(confidences) != len(text):
+        return None
+    words = []
+    for match in re.finditer(r"\S+", text):
+        points = [point for cut in cuts[match.start():match.end()] for point in cut]
+        xs, ys = [float(x) for x, _ in points], [float(y) for _, y in points]
+        words.append({"text": match.group(), "bbox": (min(xs), min(ys), max(xs), max(ys)),
+                      "confidence": round(fmean(confidences[match.start():match.end()]), 4)})
+    return words
 
 
 def _ints(points: list[Any]) -> list[tuple[int, int]]:

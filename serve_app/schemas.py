@@ -94,7 +94,8 @@ class Line(BaseModel):
     polygon: list[Point] | None = None
     baseline: list[Point] | None = Field(None, description="kraken: the line's baseline.")
     region: str | None = Field(None, description="kraken: the id of the line's region.")
-    words: list[Word] | None = Field(None, description="tesseract: each word's box.")
+    words: list[Word] | None = Field(None, description="tesseract and kraken: each word's "
+                                     "box and confidence.")
     confidence: float | None = Field(None, ge=0.0, le=1.0, description="Absent where the "
                                      "engine gives none (llm).")
 

@@ -11,7 +11,7 @@ import pytest
 
 from deployments.models import ModelMissing, load_catalog
 from deployments.ocr import TesseractEngine, parse_tsv
-from deployments.ocr_kraken import KrakenRecognitionEngine
+from deployments.ocr_kraken import KrakenRecognitionEngine, words_from_cuts
 from serve_app.errors import InvalidInput
 from serve_app.settings import Settings
 
@@ -76,6 +76,16 @@ def test_kraken_recognises_each_given_baseline_line(clean_env: pytest.MonkeyPatc
     assert asyncio.run(engine.recognize(image, {"segmentation": []})) == []
     with pytest.raises(InvalidInput, match="segmented lines"):
         asyncio.run(engine.recognize(image, {}))
+
+
+def test_kraken_character_cuts_become_word_boxes() -> None:
+    square = lambda x: [(x, 10), (x + 8, 10), (x + 8, 30), (x, 30)]  # noqa: E731
+    cuts = [square(x) for x in (0, 10, 20, 30, 40)]
+    words = words_from_cuts("ab cd", cuts, [0.9, 0.7, 0.5, 1.0, 0.6])
+    assert words == [{"text": "ab", "bbox": (0.0, 10.0, 18.0, 30.0), "confidence": 0.8},
+                     {"text": "cd", "bbox": (30.0, 10.0, 48.0, 30.0), "confidence": 0.8}]
+    assert words_from_cuts("ab cd", cuts[:3], [0.9] * 3) is None  # cuts do not line up
+    assert words_from_cuts("  ", [], []) is None
 
 
 def test_a_missing_kraken_model_names_its_path(clean_env: pytest.MonkeyPatch) -> None:
