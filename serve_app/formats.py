@@ -3,7 +3,7 @@
 The page model is the JSON page of /v1/ocr: width, height, dpi, engine and lines with
 text, bbox, an optional polygon and baseline, an optional confidence and region. Lines
 are grouped into blocks by their region (kraken's segmentation names one); lines without
-one share a block per page. Where an engine gives word boxes (tesseract) ALTO and hOCR
+one share a block per page. Where an engine gives word boxes (tesseract, kraken) ALTO and hOCR
 use them; the others give geometry per line, and word boxes are placed by character
 position along the line's box, which is what search highlighting needs and those
 formats require.
