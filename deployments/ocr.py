@@ -15,6 +15,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.geometry import bbox_of, confidence
 from deployments.models import ModelSpec, resolve_weights
 from deployments.ocr_kraken import KrakenRecognitionEngine
 from deployments.ocr_llm import OllamaVlmEngine
@@ -68,13 +69,8 @@ class RapidOcrEngine:
         lines = []
         for box, text, score in zip(result.boxes, result.txts, result.scores, strict=True):
             polygon = [(round(float(x), 1), round(float(y), 1)) for x, y in box]
-            xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
-            lines.append({
-                "text": text,
-                "bbox": (min(xs), min(ys), max(xs), max(ys)),
-                "polygon": polygon,
-                "confidence": round(min(max(float(score), 0.0), 1.0), 4),
-            })
+            lines.append({"text": text, "bbox": bbox_of(polygon), "polygon": polygon,
+                          "confidence": confidence(score)})
         # Reading order: top to bottom, then left to right within a visual row.
         lines.sort(key=lambda line: (round(line["bbox"][1] / 20), line["bbox"][0]))
         return lines

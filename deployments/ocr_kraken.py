@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from deployments.geometry import bbox_of
 from deployments.models import ModelMissing, ModelSpec, resolve_weights
 from serve_app.errors import InvalidInput
 from serve_app.settings import Settings
@@ -102,8 +103,7 @@ def words_from_cuts(text: str, cuts: list[Any], confidences: list[float]
     words = []
     for match in re.finditer(r"\S+", text):
         points = [point for cut in cuts[match.start():match.end()] for point in cut]
-        xs, ys = [float(x) for x, _ in points], [float(y) for _, y in points]
-        words.append({"text": match.group(), "bbox": (min(xs), min(ys), max(xs), max(ys)),
+        words.append({"text": match.group(), "bbox": bbox_of(points),
                       "confidence": round(fmean(confidences[match.start():match.end()]), 4)})
     return words
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from deployments.geometry import bbox_of, confidence
 from deployments.models import ModelMissing, ModelSpec, resolve_weights
 from serve_app.settings import Settings
 
@@ -62,10 +63,8 @@ def lines_from_result(result: Any) -> list[dict[str, Any]]:
         if not text:
             continue
         polygon = [(round(float(x), 1), round(float(y), 1)) for x, y in line.polygon]
-        xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
-        lines.append({"text": text, "bbox": (min(xs), min(ys), max(xs), max(ys)),
-                      "polygon": polygon,
-                      "confidence": round(min(max(float(line.confidence or 0.0), 0.0), 1.0), 4)})
+        lines.append({"text": text, "bbox": bbox_of(polygon), "polygon": polygon,
+                      "confidence": confidence(line.confidence)})
     return lines
 
 

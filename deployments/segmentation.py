@@ -10,6 +10,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.geometry import bbox_of
 from deployments.models import ModelSpec, resolve_weights
 from deployments.replica import ModelReplica
 from serve_app.settings import Settings
@@ -52,12 +53,10 @@ class KrakenBllaEngine:
         lines = []
         for line in seg.lines or []:
             boundary = _points(line.boundary)
-            xs = [p[0] for p in boundary] or [0.0]
-            ys = [p[1] for p in boundary] or [0.0]
             lines.append({
                 "baseline": _points(line.baseline),
                 "boundary": boundary,
-                "bbox": (min(xs), min(ys), max(xs), max(ys)),
+                "bbox": bbox_of(boundary),
                 "region": (line.regions or [None])[0],
             })
         return {"lines": lines, "regions": regions}
