@@ -82,3 +82,13 @@ def resolve_weights(spec: ModelSpec, settings: Settings) -> Path | None:
             detail={"model": spec.name, "path": str(path)},
         )
     return path
+
+
+def required_weights(spec: ModelSpec, settings: Settings) -> Path:
+    """resolve_weights for engines that bundle no default (surya, kraken recognition)."""
+    path = resolve_weights(spec, settings)
+    if path is None:
+        raise ModelMissing(f"model {spec.name!r} names no weights: give it a path under "
+                           "MODEL_CACHE_DIR (its engine bundles none)",
+                           detail={"model": spec.name})
+    return path

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from deployments.geometry import bbox_of
-from deployments.models import ModelMissing, ModelSpec, resolve_weights
+from deployments.models import ModelSpec, required_weights
 from serve_app.errors import InvalidInput
 from serve_app.settings import Settings
 
@@ -30,11 +30,7 @@ class KrakenRecognitionEngine:
         from kraken.configs import RecognitionInferenceConfig
         from kraken.tasks import RecognitionTaskModel
 
-        weights = resolve_weights(spec, settings)
-        if weights is None:
-            raise ModelMissing(f"model {spec.name!r} names no weights: give it a path under "
-                               "MODEL_CACHE_DIR (kraken bundles no recognition model)")
-        self._model = RecognitionTaskModel.load_model(weights)
+        self._model = RecognitionTaskModel.load_model(required_weights(spec, settings))
         # Line images are cut out in this thread: worker processes inside a replica
         # would compete with Ray for the replica's CPUs.
         self._config = RecognitionInferenceConfig(**{"num_line_workers": 0, **spec.options})

@@ -21,7 +21,7 @@ import numpy as np
 from ray import serve
 
 from deployments.geometry import bbox_of, confidence
-from deployments.models import ModelMissing, ModelSpec, resolve_weights
+from deployments.models import ModelMissing, ModelSpec, required_weights
 from serve_app.settings import Settings
 
 FETCH_HINT = (
@@ -33,9 +33,7 @@ FETCH_HINT = (
 def checkpoints(spec: ModelSpec, settings: Settings) -> tuple[Path, Path]:
     """The detection and recognition checkpoint directories, or ModelMissing saying how
     to put them there."""
-    root = resolve_weights(spec, settings)
-    if root is None:
-        raise ModelMissing(f"model {spec.name!r} names no path: set one under MODEL_CACHE_DIR")
+    root = required_weights(spec, settings)
     found = (root / "text_detection", root / "text_recognition")
     for path in found:
         if not (path / "config.json").is_file():
