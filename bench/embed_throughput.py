@@ -3,7 +3,7 @@
     python bench/embed_throughput.py [--sentences 6144] [--concurrency 32] [--per-request 64]
 
 Direct: FlagModel loaded in this process; its own forward + pooling over batches of
-`--per-request` sentences (the fair baseline, see ARCHITECTURE.md), and, for reference,
+`--per-request` sentences (the fair baseline, see docs/architecture.md), and, for reference,
 FlagModel.encode called once per batch. Service: Ray Serve with the Ingress and the
 Embedding deployment on this machine's CPU, `--concurrency` clients posting
 `--per-request` sentences each to /v1/embed. The ratio service / direct is the result;
@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.local_service import running_app  # noqa: E402 - after the path setup
 from bench.report import write_report  # noqa: E402
+from tests.fixtures.cluster import running_app  # noqa: E402 - after the path setup
 
 WORDS = [
     "archive",
@@ -86,7 +86,7 @@ def direct(texts: list[str], per_batch: int) -> dict[str, float]:
     from FlagEmbedding import FlagModel
 
     from deployments.models import load_catalog, resolve_weights
-    from serve_app.settings import Settings
+    from serve_app.kernel.settings import Settings
 
     spec = load_catalog()["all-minilm-l6-v2"]
     path = str(resolve_weights(spec, Settings(OCR_SIDECAR_API_KEY="bench")))

@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.local_service import running_app  # noqa: E402 - after the path setup
 from bench.report import write_report  # noqa: E402
+from tests.fixtures.cluster import running_app  # noqa: E402 - after the path setup
 from tests.fixtures.documents import scan_png  # noqa: E402
 from tests.fixtures.fake_ollama import FakeOllama  # noqa: E402
 

@@ -1,6 +1,6 @@
 """OCR accuracy through the service vs the same engine called directly, on a real page.
 
-    python bench/ocr_quality.py [--page ../shared/data/real/kant_0020.tif]
+    python bench/ocr_quality.py [--page tests/fixtures/real/kant_0020.tif]
 
 CER = Levenshtein distance / reference length after collapsing whitespace, against the
 page's hand-made PAGE-XML ground truth (historical characters such as ſ kept). The
@@ -22,8 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.local_service import running_app  # noqa: E402 - after the path setup
 from bench.report import write_report  # noqa: E402
+from tests.fixtures.cluster import running_app  # noqa: E402 - after the path setup
+from tests.fixtures.documents import REAL_PAGE  # noqa: E402
 
 PAGE_NS = {"pc": "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"}
 # (engine as the service names it, request languages, how to build it directly)
@@ -56,10 +57,10 @@ def cer(hypothesis: str, reference: str) -> float:
 
 def direct(page: Path) -> dict[tuple[str, str], tuple[float, str]]:
     """Each engine called in this process on the same rendered page."""
+    from deployments.engines.ocr import ENGINES as OCR_ENGINES
     from deployments.models import load_catalog
-    from deployments.ocr import ENGINES as OCR_ENGINES
-    from serve_app.documents import Document
-    from serve_app.settings import Settings
+    from serve_app.kernel.documents import Document
+    from serve_app.kernel.settings import Settings
 
     settings, catalog = Settings(OCR_SIDECAR_API_KEY="bench"), load_catalog()
     with Document(page.read_bytes(), 10**9) as doc:
@@ -103,7 +104,7 @@ def served(page: Path) -> tuple[dict[tuple[str, str], tuple[float, str]], int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--page", type=Path,
-                        default=ROOT.parent / "shared" / "data" / "real" / "kant_0020.tif")
+                        default=REAL_PAGE)
     args = parser.parse_args()
     reference, line_count = ground_truth(args.page.with_suffix(".xml"))
     here = direct(args.page)

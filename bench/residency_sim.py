@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402 - after the path setup
-from deployments.residency import Residency, load_profile  # noqa: E402
-from deployments.vram import Scenario, ScenarioMonitor  # noqa: E402
+from deployments.residency.controller import Residency  # noqa: E402
+from deployments.residency.monitors import Scenario, ScenarioMonitor  # noqa: E402
+from deployments.residency.profiles import load_profile  # noqa: E402
 
 # The production set of serve_config.yaml (config/models.yaml footprints).
 FOOTPRINTS = {"OCR": 600, "Segmentation": 900, "Embedding": 2600, "Rerank": 2600}

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.errors import Unavailable
-from serve_app.settings import Settings
+from serve_app.kernel.errors import ModelMissing
+from serve_app.kernel.settings import Settings
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 Kind = Literal["ocr", "segmentation", "embedding", "rerank"]
@@ -35,10 +35,6 @@ class ModelSpec(BaseModel):
     path: str | None = None
     pooling: Literal["cls", "mean"] = "cls"
     options: dict[str, Any] = Field(default_factory=dict)
-
-
-class ModelMissing(Unavailable):
-    code = "model_missing"
 
 
 def read_yaml(name: str, config_dir: Path | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import ray
 from ray.serve.handle import DeploymentHandle
 
 from deployments.models import ModelSpec
-from serve_app.settings import Settings
+from serve_app.kernel.settings import Settings
 
 logger = logging.getLogger("ray.serve")
 

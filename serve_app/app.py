@@ -17,19 +17,21 @@ import ray
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
-from deployments.embedding import ENGINES as EMBEDDING_ENGINES
 from deployments.embedding import Embedding
+from deployments.engines.embedding import ENGINES as EMBEDDING_ENGINES
+from deployments.engines.ocr import ENGINES as OCR_ENGINES
+from deployments.engines.ocr import ocr_engines
+from deployments.engines.rerank import ENGINES as RERANK_ENGINES
+from deployments.engines.segmentation import ENGINES as SEGMENTATION_ENGINES
 from deployments.models import ModelSpec, load_catalog
-from deployments.ocr import ENGINES as OCR_ENGINES
 from deployments.ocr import OCR
-from deployments.policy import Profile
-from deployments.rerank import ENGINES as RERANK_ENGINES
 from deployments.rerank import Rerank
-from deployments.residency import ResidencyController, load_profile
-from deployments.segmentation import ENGINES as SEGMENTATION_ENGINES
+from deployments.residency.controller import ResidencyController
+from deployments.residency.profiles import Profile, load_profile
 from deployments.segmentation import Segmentation
 from serve_app.ingress import Ingress
-from serve_app.settings import ConfigError, Settings
+from serve_app.kernel.settings import ConfigError, Settings
+from serve_app.pipeline import Handles
 
 logger = logging.getLogger("ray.serve")
 
@@ -156,7 +158,7 @@ def _cluster_gpus() -> float:
 
 
 def _nvml_gpu_total_mb() -> int | None:
-    from deployments.vram import open_monitor
+    from deployments.residency.monitors import open_monitor
 
     gpus = open_monitor().snapshot()
     return min(gpu.total_mb for gpu in gpus) if gpus else None
@@ -204,29 +206,27 @@ def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
         **args.deployment_options.get("ResidencyController", {})
     ).bind(profile, on_gpu, bool(on_gpu), settings)
     extras = tuple(catalog[name] for name in args.ocr_engines)
-    handles: dict[str, Any] = {}
+    bound: dict[str, Any] = {}
     if "OCR" in chosen:
         primary = catalog[chosen["OCR"].name]
-        handles["OCR"] = OCR.options(**options("OCR", shares["OCR"])).bind(
-            primary, settings, residency, extras)
-    for name, cls in (("Segmentation", Segmentation), ("Embedding", Embedding)):
+        bound["OCR"] = OCR.options(**options("OCR", shares["OCR"])).bind(
+            primary, settings, residency, extras, profile.llm_keep_alive)
+    for name, cls in (("Segmentation", Segmentation), ("Embedding", Embedding),
+                      ("Rerank", Rerank)):
         if name in chosen:
-            handles[name] = cls.options(**options(name, shares[name])).bind(
+            bound[name] = cls.options(**options(name, shares[name])).bind(
                 chosen[name], settings, residency)
-    if "Rerank" in chosen:
-        handles["Rerank"] = Rerank.options(**options("Rerank", shares["Rerank"])).bind(
-            chosen["Rerank"], settings, handles.get("Embedding"), residency
-        )
     for name in chosen:
         logger.info("deployment %s: model %s, num_gpus %s", name, chosen[name].name, shares[name])
-    ocr_engines = ([OCR_ENGINES[chosen["OCR"].engine].name]
-                   + [OCR_ENGINES[e.engine].name for e in extras]) if "OCR" in chosen else []
+    handles = Handles(ocr=bound.get("OCR"), segmentation=bound.get("Segmentation"),
+                      embedding=bound.get("Embedding"), rerank=bound.get("Rerank"))
+    deployed_ocr = ocr_engines((primary, *extras)) if "OCR" in chosen else None
     return Ingress.options(**args.deployment_options.get("Ingress", {})).bind(
         settings,
         {name: spec.name for name, spec in chosen.items()},
         handles,
         residency,
-        ocr_engines,
+        deployed_ocr,
     )
 
 

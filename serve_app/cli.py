@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from serve_app.settings import Settings
+from serve_app.kernel.settings import Settings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "local.yaml"
 DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp"}

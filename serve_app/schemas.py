@@ -1,12 +1,24 @@
-"""Pydantic request/response models: the HTTP contract, as /openapi.json shows it."""
+"""Pydantic request/response models: the HTTP contract, as /openapi.json shows it.
+
+Page results use the kernel's page model (serve_app/kernel/pages.py), the types the
+engines build. Responses are shaped here too (`from_...` class methods), so a route only
+parses, calls and returns. Those return plain dicts: vectors stay numpy arrays until
+orjson writes them.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import base64
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Point = tuple[float, float]
+from serve_app.kernel.formats import to_alto, to_hocr, to_page_xml
+from serve_app.kernel.pages import OcrPage, SegmentPage
+
+# The engine names of deployments/engines/ocr's registry, and auto; a unit test holds the
+# two together (the HTTP side may not import the deployments).
 Engine = Literal["auto", "rapidocr", "tesseract", "surya", "kraken", "llm"]
 
 
@@ -82,36 +94,6 @@ class OcrRequest(OcrOptions):
     ]})
 
 
-class Word(BaseModel):
-    text: str
-    bbox: tuple[float, float, float, float]
-    confidence: float | None = Field(None, ge=0.0, le=1.0)
-
-
-class Line(BaseModel):
-    text: str
-    bbox: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in page pixels")
-    polygon: list[Point] | None = None
-    baseline: list[Point] | None = Field(None, description="kraken: the line's baseline.")
-    region: str | None = Field(None, description="kraken: the id of the line's region.")
-    words: list[Word] | None = Field(None, description="tesseract and kraken: each word's "
-                                     "box and confidence.")
-    confidence: float | None = Field(None, ge=0.0, le=1.0, description="Absent where the "
-                                     "engine gives none (llm).")
-
-
-class OcrPage(BaseModel):
-    page: int = Field(description="1-based page number")
-    width: int
-    height: int
-    dpi: int
-    source: Literal["text-layer", "ocr"]
-    engine: str = Field(description="What produced the text: 'text-layer' or the OCR engine.")
-    text: str
-    lines: list[Line]
-    timing_ms: float
-
-
 class OcrResponse(BaseModel):
     page_count: int = Field(description="Pages in the whole document.")
     pages: list[OcrPage] | None = None
@@ -120,6 +102,26 @@ class OcrResponse(BaseModel):
     page_xml: list[str] | None = Field(None, description="PAGE-XML 2019-07-15, one document "
                                        "per selected page.")
     hocr: str | None = Field(None, description="hOCR 1.2 XHTML, an ocr_page per page.")
+
+    @classmethod
+    def from_pages(cls, page_count: int, pages: list[OcrPage], formats: list[str],
+                   name: str) -> dict[str, Any]:
+        """The asked formats, all from the same pages; `name` is the file ALTO and
+        PAGE-XML cite."""
+        result: dict[str, Any] = {"page_count": page_count}
+        engines = [page["engine"] for page in pages]
+        if "json" in formats:
+            result["pages"] = pages
+        if "text" in formats:
+            result["text"] = "\n\n".join(page["text"] for page in pages)
+        if "alto" in formats:
+            result["alto"] = to_alto(pages, engines)
+        if "page" in formats:
+            result["page_xml"] = [to_page_xml(page, f"{name}#page={page['page']}")
+                                  for page in pages]
+        if "hocr" in formats:
+            result["hocr"] = to_hocr(pages, engines)
+        return result
 
 
 class SegmentOptions(PageOptions):
@@ -132,28 +134,6 @@ class SegmentRequest(SegmentOptions):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"source": {"path": "letters/1911-05-02.png"}}
     ]})
-
-
-class BaselineLine(BaseModel):
-    baseline: list[Point]
-    boundary: list[Point]
-    bbox: tuple[float, float, float, float]
-    region: str | None = None
-
-
-class Region(BaseModel):
-    id: str
-    type: str
-    boundary: list[Point]
-
-
-class SegmentPage(BaseModel):
-    page: int
-    width: int
-    height: int
-    lines: list[BaselineLine]
-    regions: list[Region]
-    timing_ms: float
 
 
 class SegmentResponse(BaseModel):
@@ -191,6 +171,17 @@ class EmbedResponse(BaseModel):
     data: list[Embedding]
     usage: dict[str, int]
 
+    @classmethod
+    def from_items(cls, model: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """The Embedding deployment's items, numbered, with the token usage."""
+        data = [{**item, "index": index} for index, item in enumerate(items)]
+        return {"model": model, "data": data, "usage": _usage(items)}
+
+
+def _usage(items: list[dict[str, Any]]) -> dict[str, int]:
+    tokens = sum(item["tokens"] for item in items)
+    return {"prompt_tokens": tokens, "total_tokens": tokens}
+
 
 class OpenAIEmbeddingRequest(BaseModel):
     """The OpenAI embeddings request; unknown fields are ignored as OpenAI does."""
@@ -217,6 +208,20 @@ class OpenAIEmbeddingResponse(BaseModel):
     model: str
     usage: dict[str, int]
 
+    @classmethod
+    def from_items(cls, model: str, items: list[dict[str, Any]],
+                   encoding_format: Literal["float", "base64"]) -> dict[str, Any]:
+        """OpenAI's list of embeddings: floats, or base64 of little-endian float32."""
+        data = [{"object": "embedding", "index": index,
+                 "embedding": _base64(item["dense"]) if encoding_format == "base64"
+                 else item["dense"]}
+                for index, item in enumerate(items)]
+        return {"object": "list", "data": data, "model": model, "usage": _usage(items)}
+
+
+def _base64(vector: np.ndarray) -> str:
+    return base64.b64encode(vector.astype("<f4").tobytes()).decode()
+
 
 class RerankRequest(Strict):
     query: str = Field(min_length=1, examples=["Testament der Großmutter"])
@@ -235,6 +240,16 @@ class RerankResponse(BaseModel):
     model: str
     method: Literal["cross-encoder", "embedding-similarity"]
     results: list[RerankResult]
+
+    @classmethod
+    def from_scores(cls, request: RerankRequest, answer: dict[str, Any]) -> dict[str, Any]:
+        """The documents by falling score, the best top_n of them."""
+        scores = answer["scores"]
+        order = sorted(range(len(request.documents)), key=lambda i: -scores[i])
+        results = [{"index": i, "relevance_score": scores[i],
+                    "document": request.documents[i] if request.return_documents else None}
+                   for i in order[: request.top_n]]
+        return {"model": answer["model"], "method": answer["method"], "results": results}
 
 
 class ModelInfo(BaseModel):
@@ -290,6 +305,19 @@ class CapacityResponse(BaseModel):
     placements: dict[str, Placement]
     models: list[ModelInfo]
     decisions: list[ResidencyDecision] = Field(description="Newest first.")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["invalid_input"])
+    message: str
+    detail: Any = None
+    request_id: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The one error body of every route."""
+
+    error: ErrorDetail
 
 
 class Health(BaseModel):

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from serve_app.errors import (
+from serve_app.kernel.errors import (
     BadGateway,
     CorruptDocument,
     Forbidden,

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-SETTINGS_ENV = [
-    "OCR_SIDECAR_API_KEY", "OCR_SIDECAR_AUTH_MODE", "OCR_SIDECAR_UPLOAD_BASE", "ALLOWED_PDF_HOSTS",
-    "OCR_TRAINING_TOKEN", "DATA_DIR", "STATE_DIR", "MODEL_CACHE_DIR", "TMPDIR", "OLLAMA_URL",
-    "RESIDENCY_PROFILE", "BLLA_MODEL_PATH", "OCR_MAX_UPLOAD_BYTES", "OCR_MAX_PAGES",
-    "OCR_MAX_PAGE_PIXELS", "EMBED_MAX_TEXTS", "EMBED_MAX_TEXT_CHARS", "LLM_API_KEY",
-]
+from serve_app.kernel.settings import Settings
+
+# Every environment variable the service reads: tests never inherit the machine's.
+SETTINGS_ENV = sorted(field.alias or name.upper() for name, field in Settings.model_fields.items())
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path):  # type: ignore[no-untyped-def]
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     """No settings from the machine running the tests; DATA_DIR in a temp dir."""
     for name in SETTINGS_ENV:
         monkeypatch.delenv(name, raising=False)

@@ -11,15 +11,13 @@ Ollama.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.fixtures.cluster import local_serve
 from tests.fixtures.fake_ollama import FakeOllama
 
 API_KEY = "integration-test-key-" + os.urandom(8).hex()
@@ -28,12 +26,6 @@ SMALL = {"ray_actor_options": {"num_cpus": 0.25}}
 # The random-weight kraken and surya models of the main app's OCR deployment.
 TINY_OCR_MB = 50
 MAIN_OCR_ENGINES = ["ollama-vlm", "tesseract", "kraken-rec", "surya"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -45,31 +37,14 @@ def ollama() -> Iterator[FakeOllama]:
 
 @pytest.fixture(scope="session")
 def service(tiny_models: dict[str, str], ollama: FakeOllama) -> Iterator[dict[str, object]]:
-    import ray
     from ray import serve
 
     from serve_app.app import build_app
 
-    work = Path(tempfile.mkdtemp(prefix="ocrg-it-"))
-    saved = dict(os.environ)
-    os.environ.update({
-        "RAY_AUTH_MODE": "disabled",
-        "OCR_SIDECAR_API_KEY": API_KEY,
-        "DATA_DIR": str(work / "data"),
-        "OCR_MAX_PAGES": "5",
-        "OCR_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
-        "EMBED_MAX_TEXTS": "64",
-        "EMBED_MAX_TEXT_CHARS": "4000",
-    })
-    for name in ("OCR_SIDECAR_AUTH_MODE", "STATE_DIR", "MODEL_CACHE_DIR", "TMPDIR",
-                 "OCR_SIDECAR_UPLOAD_BASE", "RESIDENCY_PROFILE", "OLLAMA_URL",
-                 "VRAM_FAKE_TOTAL_MB", "RESIDENCY_POLL_S", "OLLAMA_TIMEOUT_S"):
-        os.environ.pop(name, None)
-    port = _free_port()
-    ray.init(num_cpus=4, num_gpus=1, _temp_dir=str(work / "ray"), include_dashboard=False,
-             log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    env = {"OCR_SIDECAR_API_KEY": API_KEY, "OCR_MAX_PAGES": "5",
+           "OCR_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024), "EMBED_MAX_TEXTS": "64",
+           "EMBED_MAX_TEXT_CHARS": "4000"}
+    with local_serve(env, num_cpus=4, num_gpus=1) as cluster:
         options = {name: SMALL for name in
                    ("OCR", "Segmentation", "Embedding", "Rerank", "ResidencyController", "Ingress")}
         serve.run(build_app({"gpu_total_mb": GPU_TOTAL_MB, "deployment_options": options,
@@ -107,14 +82,8 @@ def service(tiny_models: dict[str, str], ollama: FakeOllama) -> Iterator[dict[st
                                        "high_watermark_mb": 4096, "hold_s": 1.0}},
             "deployment_options": options,
         }), name="residency", route_prefix="/res")
-        yield {"url": f"http://127.0.0.1:{port}", "upload_base": work / "data" / "uploads",
-               "data_dir": work / "data"}
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(work, ignore_errors=True)
+        yield {"url": cluster.url, "upload_base": cluster.data_dir / "uploads",
+               "data_dir": cluster.data_dir}
 
 
 @pytest.fixture(scope="session")

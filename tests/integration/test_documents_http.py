@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from serve_app.formats import ALTO_NS, PAGE_NS, XHTML_NS
+from serve_app.kernel.formats import ALTO_NS, PAGE_NS, XHTML_NS
 from tests.fixtures.documents import LINES, scan_png, scanned_pdf, text_pdf
 from tests.fixtures.xsd import assert_valid
 

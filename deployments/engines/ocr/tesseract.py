@@ -1,0 +1,96 @@
+"""Tesseract 5 through its binary (Debian's tesseract-ocr and language packages).
+
+Measured on the real Fraktur page of the test data: the Fraktur script model (Debian's
+tesseract-ocr-script-frak, listed as `Fraktur`) CER 0.098, `frk` 0.109, `deu` 0.145;
+so German and Fraktur scans use it where it is installed."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from typing import Any, ClassVar
+
+import numpy as np
+
+from deployments.engines.ocr.base import EngineUnavailable
+from deployments.models import ModelSpec
+from serve_app.kernel.errors import InvalidInput
+from serve_app.kernel.pages import Line, Word
+from serve_app.kernel.settings import Settings
+
+# What request languages mean to Tesseract (`tesseract --list-langs` names).
+TESSERACT_LANGUAGES = {"deu": "deu", "ger": "deu", "de": "deu", "eng": "eng", "en": "eng",
+                       "frk": "frk", "fraktur": "Fraktur", "script/fraktur": "Fraktur"}
+
+
+class TesseractEngine:
+    """One `tesseract stdin stdout tsv` process per page."""
+
+    name: ClassVar[str] = "tesseract"
+    reads_baselines: ClassVar[bool] = False
+
+    def __init__(self, spec: ModelSpec, settings: Settings, device: str):
+        self.binary = shutil.which("tesseract")
+        if self.binary is None:
+            raise EngineUnavailable("tesseract is not installed (make system-deps installs "
+                                    "it with its German and Fraktur data)")
+        listed = subprocess.run([self.binary, "--list-langs"], capture_output=True, text=True,
+                                check=True, timeout=30).stdout.splitlines()
+        self.installed = frozenset(line.strip() for line in listed[1:] if line.strip())
+        self.default = str(spec.options.get("languages", "Fraktur+deu"))
+
+    def move(self, device: str) -> None:
+        """Tesseract runs on the CPU wherever the replica is."""
+
+    def languages(self, asked: list[str]) -> str:
+        if not asked:
+            return self.default
+        names = []
+        for language in asked:
+            name = TESSERACT_LANGUAGES.get(language.lower(), language)
+            if name not in self.installed:
+                raise InvalidInput(f"language {language!r} is not installed for tesseract; "
+                                   f"installed: {sorted(self.installed)}",
+                                   {"field": "languages"})
+            names.append(name)
+        return "+".join(dict.fromkeys(names))
+
+    async def recognize(self, image: np.ndarray, options: dict[str, Any]) -> list[Line]:
+        languages = self.languages(options.get("languages") or [])
+        return await asyncio.to_thread(self._recognize, image, languages)
+
+    def _recognize(self, image: np.ndarray, languages: str) -> list[Line]:
+        import cv2
+
+        _, png = cv2.imencode(".png", image[:, :, ::-1])
+        done = subprocess.run([self.binary, "stdin", "stdout", "-l", languages, "--psm", "3",
+                               "tsv"], input=png.tobytes(), capture_output=True, timeout=600,
+                              check=False)
+        if done.returncode != 0:
+            raise InvalidInput(f"tesseract failed: {done.stderr.decode(errors='replace')[-300:]}")
+        return parse_tsv(done.stdout.decode("utf-8", errors="replace"))
+
+
+def parse_tsv(tsv: str) -> list[Line]:
+    """Tesseract's TSV (one row per page/block/paragraph/line/word) into lines."""
+    boxes: dict[tuple[str, str, str], tuple[float, float, float, float]] = {}
+    words: dict[tuple[str, str, str], list[Word]] = {}
+    for row in tsv.splitlines()[1:]:
+        cells = row.split("\t")
+        if len(cells) < 12:
+            continue
+        level, block, par, line = cells[0], cells[2], cells[3], cells[4]
+        left, top, width, height = (float(c) for c in cells[6:10])
+        key = (block, par, line)
+        if level == "4":
+            boxes[key], words[key] = (left, top, left + width, top + height), []
+        elif level == "5" and key in boxes and cells[11].strip():
+            words[key].append(Word(
+                text=cells[11].strip(), bbox=(left, top, left + width, top + height),
+                confidence=round(min(max(float(cells[10]), 0.0), 100.0) / 100, 4)))
+    return [Line(text=" ".join(word["text"] for word in found), bbox=boxes[key], polygon=None,
+                 words=found,
+                 confidence=round(sum(w.get("confidence") or 0.0 for w in found)
+                                  / len(found), 4))
+            for key, found in words.items() if found]

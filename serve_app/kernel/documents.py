@@ -1,0 +1,206 @@
+"""PyMuPDF: open and validate a PDF or image, read its text layer, render its pages.
+
+Everything a client uploads passes through here first, so every failure mode of
+a document (wrong type, corrupt, encrypted, too many pages, too many pixels)
+becomes a ServiceError with the right status before a model sees a byte.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import pymupdf
+from PIL import Image
+
+from serve_app.kernel.errors import (
+    CorruptDocument,
+    EncryptedDocument,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+
+# Magic bytes decide the type; a client's filename or content type never does.
+_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+)
+# A page with at least this many visible characters in its text layer is born-digital.
+BORN_DIGITAL_MIN_CHARS = 16
+
+
+def sniff(data: bytes) -> str:
+    """The document type from its first bytes: 'pdf', 'png', 'jpeg', 'tiff', ..."""
+    if b"%PDF-" in data[:1024]:
+        return "pdf"
+    for magic, kind in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    raise UnsupportedMediaType(
+        "not a PDF or an image: send a PDF, PNG, JPEG, TIFF, GIF, BMP or WebP file",
+        detail={"first_bytes": data[:8].hex()},
+    )
+
+
+def parse_pages(spec: str | None, page_count: int, max_pages: int) -> list[int]:
+    """1-based page numbers for a selection like "1-3,7" (None or "all": every page)."""
+    if spec is None or spec.strip().lower() in ("", "all"):
+        pages = list(range(1, page_count + 1))
+    else:
+        pages = []
+        for part in spec.split(","):
+            part = part.strip()
+            try:
+                if "-" in part:
+                    first_text, last_text = part.split("-", 1)
+                    first, last = int(first_text), int(last_text)
+                else:
+                    first = last = int(part)
+            except ValueError:
+                raise InvalidInput(
+                    f"invalid page selection {spec!r}: use numbers and ranges like '1-3,7'",
+                    detail={"field": "pages"},
+                ) from None
+            if first < 1 or last > page_count or first > last:
+                raise InvalidInput(
+                    f"page range {part!r} is outside the document's pages 1-{page_count}",
+                    detail={"field": "pages", "page_count": page_count},
+                )
+            pages.extend(range(first, last + 1))
+        pages = list(dict.fromkeys(pages))
+    if len(pages) > max_pages:
+        raise PayloadTooLarge(
+            f"{len(pages)} pages selected; at most {max_pages} per request",
+            detail={"max_pages": max_pages},
+        )
+    return pages
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """A line of text with its geometry in page pixels."""
+
+    text: str
+    bbox: tuple[float, float, float, float]
+    confidence: float
+    polygon: list[tuple[float, float]] | None = None
+
+
+@dataclass
+class Page:
+    """One selected page: either its text layer or its pixels (for a model)."""
+
+    number: int
+    width: int
+    height: int
+    dpi: int
+    text_lines: list[TextLine] | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
+
+
+class Document:
+    """An opened, validated PDF or image; use as a context manager."""
+
+    def __init__(self, data: bytes, max_page_pixels: int):
+        self.kind = sniff(data)
+        self._data = data
+        self.max_page_pixels = max_page_pixels
+        try:
+            self._doc = pymupdf.open(stream=data, filetype=self.kind)
+        except Exception as exc:  # MuPDF raises several types for unreadable input
+            raise CorruptDocument(
+                f"the {self.kind.upper()} file could not be read: {exc}",
+                detail={"type": self.kind},
+            ) from None
+        if self._doc.needs_pass or self._doc.is_encrypted:
+            self._doc.close()
+            raise EncryptedDocument(
+                "the PDF is encrypted or password-protected: send an unencrypted copy",
+            )
+        if self._doc.page_count < 1:
+            self._doc.close()
+            raise CorruptDocument(f"the {self.kind.upper()} file has no pages")
+
+    def __enter__(self) -> Document:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._doc.close()
+
+    @property
+    def page_count(self) -> int:
+        return self._doc.page_count
+
+    def page(self, number: int, dpi: int, force_ocr: bool = False) -> Page:
+        """Text layer for born-digital PDF pages, else the page rendered to RGB pixels."""
+        try:
+            if self.kind == "pdf":
+                return self._pdf_page(number, dpi, force_ocr)
+            return self._image_page(number)
+        except (PayloadTooLarge, InvalidInput):
+            raise
+        except Image.DecompressionBombError as exc:
+            raise PayloadTooLarge(f"page {number} is a decompression bomb: {exc}") from None
+        except Exception as exc:
+            raise CorruptDocument(f"page {number} could not be read: {exc}") from None
+
+    def _pdf_page(self, number: int, dpi: int, force_ocr: bool) -> Page:
+        page = self._doc[number - 1]
+        scale = dpi / 72.0
+        width, height = round(page.rect.width * scale), round(page.rect.height * scale)
+        if not force_ocr:
+            lines = _text_layer(page, scale)
+            if sum(len(line.text.replace(" ", "")) for line in lines) >= BORN_DIGITAL_MIN_CHARS:
+                return Page(number, width, height, dpi, text_lines=lines)
+        self._check_pixels(number, width, height)
+        pix = page.get_pixmap(matrix=pymupdf.Matrix(scale, scale), alpha=False)
+        return Page(number, pix.width, pix.height, dpi, image=_rgb_array(pix))
+
+    def _image_page(self, number: int) -> Page:
+        # The header tells the pixel size before anything is decoded (decompression bombs).
+        with Image.open(io.BytesIO(self._data)) as header:
+            header.seek(number - 1)
+            width, height = header.size
+        self._check_pixels(number, width, height)
+        page = self._doc[number - 1]
+        scale = width / page.rect.width  # render at the scan's own resolution
+        pix = page.get_pixmap(matrix=pymupdf.Matrix(scale, scale), alpha=False)
+        return Page(number, pix.width, pix.height, round(72 * scale), image=_rgb_array(pix))
+
+    def _check_pixels(self, number: int, width: int, height: int) -> None:
+        if width * height > self.max_page_pixels:
+            raise PayloadTooLarge(
+                f"page {number} would be {width}x{height} pixels; at most "
+                f"{self.max_page_pixels} pixels per page (lower dpi or split the scan)",
+                detail={"page": number, "width": width, "height": height},
+            )
+
+
+def _text_layer(page: pymupdf.Page, scale: float) -> list[TextLine]:
+    lines: list[TextLine] = []
+    for block in page.get_text("dict", sort=True)["blocks"]:
+        for line in block.get("lines", []):
+            text = "".join(span["text"] for span in line["spans"]).strip()
+            if not text:
+                continue
+            x0, y0, x1, y1 = (round(v * scale, 1) for v in line["bbox"])
+            lines.append(TextLine(text=text, bbox=(x0, y0, x1, y1), confidence=1.0))
+    return lines
+
+
+def _rgb_array(pix: pymupdf.Pixmap) -> np.ndarray:
+    if pix.alpha:
+        pix = pymupdf.Pixmap(pix, 0)
+    if pix.n != 3:
+        pix = pymupdf.Pixmap(pymupdf.csRGB, pix)
+    array = np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.width, pix.n)
+    return array.copy()

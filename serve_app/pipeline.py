@@ -1,0 +1,139 @@
+"""Documents through the model deployments: pages scheduled, OCR and segmentation composed.
+
+Plain Python over deployment handles, so it can be driven without HTTP. A document is
+opened once; its selected pages are read one at a time and at most OCR_PAGES_IN_FLIGHT
+of them are in flight to the deployments, so a 200-page PDF never holds 200 page
+images. Born-digital pages come from their text layer; engines that read baseline lines
+(kraken) get each page segmented by the Segmentation deployment first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ray.serve.handle import DeploymentHandle
+from starlette.concurrency import run_in_threadpool
+
+from serve_app.kernel.documents import Document, Page, parse_pages
+from serve_app.kernel.engines import OcrEngines
+from serve_app.kernel.errors import Unavailable
+from serve_app.kernel.pages import Line, OcrPage, SegmentPage, page_text
+from serve_app.kernel.settings import Settings
+from serve_app.schemas import OcrOptions, PageOptions
+
+Result = TypeVar("Result", OcrPage, SegmentPage)
+
+
+@dataclass(frozen=True)
+class Handles:
+    """The model deployments of this application; None where the app leaves one out."""
+
+    ocr: DeploymentHandle | None = None
+    segmentation: DeploymentHandle | None = None
+    embedding: DeploymentHandle | None = None
+    rerank: DeploymentHandle | None = None
+
+    def require(self, name: str) -> DeploymentHandle:
+        """The handle of a deployment by its name ("OCR", ...), or 503 saying it is absent."""
+        handle = self.models().get(name)
+        if handle is None:
+            raise Unavailable(f"the {name} deployment is not part of this application")
+        return handle
+
+    def models(self) -> dict[str, DeploymentHandle | None]:
+        return {"OCR": self.ocr, "Segmentation": self.segmentation,
+                "Embedding": self.embedding, "Rerank": self.rerank}
+
+    def deployed(self) -> dict[str, DeploymentHandle]:
+        return {name: handle for name, handle in self.models().items() if handle is not None}
+
+
+class Pipeline:
+    """OCR and segmentation of whole documents."""
+
+    def __init__(self, settings: Settings, handles: Handles, ocr_engines: OcrEngines | None):
+        self.settings = settings
+        self.handles = handles
+        self.ocr_engines = ocr_engines
+
+    async def ocr(self, load: Callable[[], Awaitable[bytes]], options: OcrOptions
+                  ) -> tuple[int, list[OcrPage]]:
+        """(pages in the document, the selected pages read). Everything that can be
+        checked is checked before `load` runs: a request that cannot succeed never
+        downloads or reads anything."""
+        ocr = self.handles.require("OCR")
+        assert self.ocr_engines is not None  # the builder gives one with the OCR handle
+        engine = self.ocr_engines.check(options.engine)
+        segmentation = (self.handles.require("Segmentation")
+                        if self.ocr_engines.reads_baselines(engine) else None)
+        engine_options = {"languages": options.languages,
+                          "llm": options.llm.model_dump() if options.llm else None}
+        data = await load()
+
+        async def read(page: Page) -> OcrPage:
+            base = {"page": page.number, "width": page.width, "height": page.height,
+                    "dpi": page.dpi}
+            if page.text_lines is not None:
+                lines = [Line(text=ln.text, bbox=ln.bbox, polygon=ln.polygon,
+                              confidence=ln.confidence) for ln in page.text_lines]
+                return OcrPage(**base, source="text-layer", engine="text-layer", lines=lines,
+                               text=page_text(lines), timing_ms=0.0)
+            page_options = engine_options
+            if segmentation is not None:
+                found = await segmentation.segment.remote(page.image)
+                page_options = {**engine_options, "segmentation": found["lines"]}
+            used, lines = await ocr.recognize.remote(page.image, engine, page_options)
+            return OcrPage(**base, source="ocr", engine=used, lines=lines,
+                           text=page_text(lines), timing_ms=0.0)
+
+        return await self._pages(data, options, options.force_ocr, read)
+
+    async def segment(self, load: Callable[[], Awaitable[bytes]], options: PageOptions
+                      ) -> tuple[int, list[SegmentPage]]:
+        """(pages in the document, the baselines and regions of the selected pages)."""
+        segmentation = self.handles.require("Segmentation")
+        data = await load()
+
+        async def read(page: Page) -> SegmentPage:
+            found = await segmentation.segment.remote(page.image)
+            return SegmentPage(page=page.number, width=page.width, height=page.height,
+                               lines=found["lines"], regions=found["regions"], timing_ms=0.0)
+
+        return await self._pages(data, options, True, read)
+
+    async def _pages(self, data: bytes, options: PageOptions, force_ocr: bool,
+                     read: Callable[[Page], Awaitable[Result]]) -> tuple[int, list[Result]]:
+        """Render selected pages one at a time (PyMuPDF is single-threaded per document),
+        keep at most OCR_PAGES_IN_FLIGHT of them in flight (bounding memory and the load on
+        the LLM), run `read` on each concurrently; each result gets its timing."""
+        doc = await run_in_threadpool(Document, data, self.settings.max_page_pixels)
+        with doc:
+            page_count = doc.page_count
+            numbers = parse_pages(options.pages, page_count, self.settings.max_pages)
+            slots = asyncio.Semaphore(self.settings.pages_in_flight)
+
+            async def one(number: int) -> Result:
+                started = time.perf_counter()
+                try:
+                    page = await run_in_threadpool(doc.page, number, options.dpi, force_ocr)
+                    result = await read(page)
+                finally:
+                    slots.release()
+                result["timing_ms"] = round((time.perf_counter() - started) * 1000, 1)
+                return result
+
+            tasks = []
+            for number in numbers:
+                await slots.acquire()
+                tasks.append(asyncio.create_task(one(number)))
+            # Let every page finish before the document closes: a render thread must never
+            # outlive it. Then report the first failure, if any.
+            results: list[Any] = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return page_count, results

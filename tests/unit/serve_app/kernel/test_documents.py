@@ -1,0 +1,113 @@
+"""Documents: type by magic bytes, text layer vs render, page selections, limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve_app.kernel.documents import Document, parse_pages, sniff
+from serve_app.kernel.errors import (
+    CorruptDocument,
+    EncryptedDocument,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from tests.fixtures.documents import (
+    REAL_PAGE,
+    corrupt_pdf,
+    encrypted_pdf,
+    scan_png,
+    scanned_pdf,
+    text_pdf,
+)
+
+
+def test_born_digital_page_comes_from_its_text_layer() -> None:
+    with Document(text_pdf(), 10**8) as doc:
+        page = doc.page(1, dpi=144)
+    assert page.image is None and page.text_lines is not None
+    assert next(line.text for line in page.text_lines) == "INVOICE NUMBER 4711"
+    x0, y0, x1, y1 = page.text_lines[0].bbox
+    assert 0 < x0 < x1 <= page.width and 0 < y0 < y1 <= page.height  # page pixels at 144 dpi
+
+
+def test_force_ocr_renders_a_born_digital_page() -> None:
+    with Document(text_pdf(), 10**8) as doc:
+        page = doc.page(1, dpi=100, force_ocr=True)
+    assert page.text_lines is None and page.image is not None
+    assert page.image.shape == (page.height, page.width, 3)
+
+
+def test_scanned_pdf_page_is_rendered_at_the_asked_dpi() -> None:
+    with Document(scanned_pdf(), 10**8) as doc:
+        page = doc.page(1, dpi=72)
+    assert page.image is not None and (page.width, page.height) == (595, 842)
+
+
+def test_image_keeps_its_own_resolution() -> None:
+    with Document(scan_png(dpi=200), 10**8) as doc:
+        page = doc.page(1, dpi=72)
+    assert page.image is not None and page.width == 1445
+
+
+def test_real_tiff_scan_opens_at_native_size() -> None:
+    with Document(REAL_PAGE.read_bytes(), 10**8) as doc:
+        page = doc.page(1, dpi=300)
+    assert (page.width, page.height) == (1457, 2084)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"hello, this is text", UnsupportedMediaType),
+        (b"PK\x03\x04zipfile", UnsupportedMediaType),
+        (b"", UnsupportedMediaType),
+        (corrupt_pdf(), CorruptDocument),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, CorruptDocument),
+        (encrypted_pdf(), EncryptedDocument),
+    ],
+    ids=["text", "zip", "empty", "corrupt-pdf", "truncated-png", "encrypted"],
+)
+def test_bad_documents_are_refused_with_their_reason(data: bytes, error: type) -> None:
+    with pytest.raises(error), Document(data, 10**8) as doc:
+        doc.page(1, dpi=72)
+
+
+def test_a_pdf_named_like_an_image_is_still_a_pdf() -> None:
+    assert sniff(text_pdf()) == "pdf"
+    assert sniff(scan_png()) == "png"
+
+
+def test_pixel_limit_stops_decompression_bombs_before_rendering() -> None:
+    with Document(scanned_pdf(), max_page_pixels=1_000_000) as doc, pytest.raises(
+        PayloadTooLarge, match="pixels"
+    ):
+        doc.page(1, dpi=300)
+    with Document(scan_png(), max_page_pixels=1000) as doc, pytest.raises(PayloadTooLarge):
+        doc.page(1, dpi=72)
+
+
+@pytest.mark.parametrize(
+    ("spec", "count", "expected"),
+    [
+        (None, 3, [1, 2, 3]),
+        ("all", 2, [1, 2]),
+        ("1-3,7", 10, [1, 2, 3, 7]),
+        ("2, 2, 1", 3, [2, 1]),
+        ("5", 5, [5]),
+    ],
+)
+def test_page_selections(spec: str | None, count: int, expected: list[int]) -> None:
+    assert parse_pages(spec, count, max_pages=50) == expected
+
+
+@pytest.mark.parametrize("spec", ["0", "4", "3-1", "a", "1-", "1,,2", "-2", "1-2-3"])
+def test_bad_page_selections_name_the_field(spec: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_pages(spec, 3, max_pages=50)
+    assert caught.value.detail["field"] == "pages"
+
+
+def test_too_many_pages_is_413() -> None:
+    with pytest.raises(PayloadTooLarge, match="at most 2"):
+        parse_pages("1-3", 3, max_pages=2)

@@ -1,0 +1,82 @@
+"""The app builder: GPU shares from footprints, refusals with numbers, no key no start."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployments.models import ModelSpec, load_catalog
+from deployments.residency.profiles import load_profile
+from serve_app.app import AppArgs, BuildError, build_app, plan_gpu_shares
+from serve_app.kernel.settings import ConfigError
+
+
+def _spec(name: str, footprint: int) -> ModelSpec:
+    return ModelSpec(name=name, kind="embedding", engine="flag-dense", footprint_mb=footprint)
+
+
+def test_fraction_is_footprint_over_gpu_memory() -> None:
+    specs = {"Embedding": _spec("e", 2400), "Rerank": _spec("r", 0)}
+    shares = plan_gpu_shares(specs, {}, cluster_gpus=1, gpu_total_mb=24000,
+                             profile=load_profile("balanced"))
+    assert shares == {"Embedding": 0.1, "Rerank": 0.0}
+
+
+def test_no_gpu_in_the_cluster_means_cpu_everywhere() -> None:
+    shares = plan_gpu_shares({"Embedding": _spec("e", 2400)}, {}, cluster_gpus=0,
+                             gpu_total_mb=None, profile=load_profile("llm-first"))
+    assert shares == {"Embedding": 0.0}
+
+
+def test_cpu_only_profile_leaves_the_gpu_to_the_llm() -> None:
+    shares = plan_gpu_shares({"Embedding": _spec("e", 2400)}, {}, cluster_gpus=1,
+                             gpu_total_mb=24000, profile=load_profile("cpu-only"))
+    assert shares == {"Embedding": 0.0}
+
+
+def test_a_set_that_does_not_fit_fails_with_the_numbers() -> None:
+    specs = {"Embedding": _spec("e", 2600), "Rerank": _spec("r", 2600)}
+    with pytest.raises(BuildError) as caught:
+        plan_gpu_shares(specs, {"Embedding": 2}, cluster_gpus=1, gpu_total_mb=16000,
+                        profile=load_profile("llm-first"))
+    message = str(caught.value)
+    for number in ("7800 MB", "16000 MB", "12288 MB", "3712 MB"):
+        assert number in message
+
+
+def test_gpus_of_unknown_size_are_refused() -> None:
+    with pytest.raises(BuildError, match="gpu_total_mb"):
+        plan_gpu_shares({"Embedding": _spec("e", 1)}, {}, cluster_gpus=1, gpu_total_mb=None,
+                        profile=load_profile("balanced"))
+
+
+def test_catalog_has_the_embedded_default() -> None:
+    catalog = load_catalog()
+    assert {"rapidocr", "kraken-blla", "all-minilm-l6-v2", "embedding-similarity"} <= set(catalog)
+
+
+def test_unknown_profile_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="llm-first"):
+        load_profile("fastest")
+
+
+def test_build_refuses_to_start_without_api_key(clean_env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="OCR_SIDECAR_API_KEY"):
+        build_app({})
+
+
+def test_build_refuses_a_model_of_the_wrong_kind(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
+    with pytest.raises(BuildError, match="this deployment runs ocr engines"):
+        build_app(AppArgs(ocr_model="all-minilm-l6-v2"))
+
+
+def test_args_reject_unknown_keys() -> None:
+    with pytest.raises(ValueError, match="ocr_engine"):
+        AppArgs.model_validate({"ocr_engine": "rapidocr"})
+
+
+def test_kraken_recognition_without_segmentation_is_refused(
+        clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
+    with pytest.raises(BuildError, match="needs a segmentation_model"):
+        build_app(AppArgs(ocr_engines=["kraken-rec"], segmentation_model=None))
