@@ -15,11 +15,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from deployments.trained_models import TrainedModels
 from serve_app.kernel.errors import ModelMissing
 from serve_app.kernel.settings import Settings
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
-Kind = Literal["ocr", "segmentation", "embedding", "rerank"]
+Kind = Literal["ocr", "segmentation", "embedding", "rerank", "training"]
 
 
 class ModelSpec(BaseModel):
@@ -33,6 +34,8 @@ class ModelSpec(BaseModel):
     footprint_mb: int = Field(ge=0)
     package: str | None = None
     path: str | None = None
+    # A model trained here (POST /v1/train): its active version wins over `path`.
+    trained: str | None = None
     pooling: Literal["cls", "mean"] = "cls"
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -54,7 +57,11 @@ def load_catalog(
 
 def resolve_weights(spec: ModelSpec, settings: Settings) -> Path | None:
     """The local path of a model's weights; None means the engine's bundled default."""
-    if spec.engine == "kraken-blla" and settings.blla_model_path:
+    active = TrainedModels(settings.trained_models_dir).active(spec.trained) if (
+        spec.trained) else None
+    if active is not None:
+        path = active.path
+    elif spec.engine == "kraken-blla" and settings.blla_model_path:
         path = settings.blla_model_path
     elif spec.package:
         package, _, inner = spec.package.partition("/")

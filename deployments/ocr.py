@@ -17,7 +17,6 @@ from deployments.engines.ocr import ENGINES, EngineUnavailable, OcrEngine, ocr_e
 from deployments.models import ModelSpec, resolve_weights
 from deployments.replica import ControllerAnswer, ModelReplica
 from serve_app.kernel.errors import InvalidInput
-from serve_app.kernel.pages import Line
 from serve_app.kernel.settings import Settings
 
 logger = logging.getLogger("ray.serve")
@@ -28,22 +27,39 @@ class EngineSet:
     that is not installed on this node is left out and reported, not fatal."""
 
     def __init__(self, specs: tuple[ModelSpec, ...], settings: Settings, device: str):
+        self.settings, self.device = settings, device
         self.by_name: dict[str, OcrEngine] = {}
         self.unavailable: dict[str, str] = {}
+        # Engines serving a trained model: engine name -> {"name", "version"}.
+        self.models: dict[str, dict[str, Any]] = {}
         for index, spec in enumerate(specs):
-            try:
-                engine = ENGINES[spec.engine](spec, settings, device)
-            except EngineUnavailable as exc:
-                if index == 0:
-                    raise
-                self.unavailable[ENGINES[spec.engine].name] = str(exc)
-                logger.warning("OCR engine %s unavailable: %s", spec.engine, exc)
-                continue
-            self.by_name[engine.name] = engine
+            self.build(spec, required=index == 0)
+
+    def build(self, spec: ModelSpec, required: bool = False,
+              trained: dict[str, Any] | None = None) -> None:
+        """(Re)build one engine; the old one keeps serving the requests it has."""
+        name = ENGINES[spec.engine].name
+        try:
+            engine = ENGINES[spec.engine](spec, self.settings, self.device)
+        except EngineUnavailable as exc:
+            if required:
+                raise
+            self.by_name.pop(name, None)
+            self.models.pop(name, None)
+            self.unavailable[name] = str(exc)
+            logger.warning("OCR engine %s unavailable: %s", spec.engine, exc)
+            return
+        self.by_name[name] = engine
+        self.unavailable.pop(name, None)
+        if trained or spec.trained:
+            self.models[name] = trained or {"name": spec.trained, "version": None}
+        else:
+            self.models.pop(name, None)
 
     def move(self, device: str) -> None:
         for engine in self.by_name.values():
             engine.move(device)
+        self.device = device
 
 
 @serve.deployment(name="OCR", max_ongoing_requests=32, health_check_period_s=10)
@@ -56,15 +72,36 @@ class OCR(ModelReplica):
                  residency: DeploymentHandle | None = None, extra: tuple[ModelSpec, ...] = (),
                  keep_alive: str = "5m"):
         specs = (spec, *extra)
-        for each in specs:
-            resolve_weights(each, settings)  # fail the start if configured weights are missing
+        for each in specs:  # fail the start if configured weights are missing
+            if not each.trained:
+                resolve_weights(each, settings)
         self.deployed = ocr_engines(specs)
         # The LLM's keep_alive as the controller computes it; until it answers (or without
         # one), the profile's value the builder passed.
         self.keep_alive = ControllerAnswer(
             "the LLM's keep_alive", residency.keep_alive.remote if residency else None,
             keep_alive, settings.residency_poll_s)
+        self.specs, self.settings = specs, settings
         self.start(spec, settings, residency, lambda device: EngineSet(specs, settings, device))
+        self.follow_trained([s.trained for s in specs if s.trained], settings)
+        for each in specs:
+            if each.trained and ENGINES[each.engine].name in self.engine.models:
+                self.engine.models[ENGINES[each.engine].name]["version"] = (
+                    self.trained.loaded.get(each.trained))
+
+    def load_trained(self, changes: dict[str, int | None]) -> None:
+        """Rebuild the engines whose trained model has a new version."""
+        for index, spec in enumerate(self.specs):
+            if spec.trained not in changes:
+                continue
+            version = changes[spec.trained]
+            found = next((v for v in self.trained.store.versions(spec.trained)
+                          if v.version == version), None) if version is not None else None
+            pinned = spec.model_copy(update={"trained": None, "path": str(found.path)}) if (
+                found) else spec
+            self.engine.build(pinned, required=index == 0,
+                              trained={"name": spec.trained, "version": version} if found
+                              else None)
 
     async def __del__(self) -> None:
         for engine in self.engine.by_name.values():
@@ -77,19 +114,24 @@ class OCR(ModelReplica):
                                                          self.engine.unavailable)]
 
     async def recognize(self, image: np.ndarray, engine: str, options: dict[str, Any]
-                        ) -> tuple[str, list[Line]]:
-        """(the engine that ran, its lines)."""
+                        ) -> dict[str, Any]:
+        """{"engine": the engine that ran, "lines": its lines, "model": the trained model
+        and version it used, if any}."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise InvalidInput("page image must be RGB")
+        await self.sync_trained()
         chosen = self.choose(engine, options.get("languages") or [])
         await self.follower.ensure()
         keep_alive = await self.keep_alive.get()
         lines = await chosen.recognize(image, {**options, "keep_alive": keep_alive})
-        return chosen.name, lines
+        return {"engine": chosen.name, "lines": lines,
+                "model": self.engine.models.get(chosen.name)}
 
     def engines(self) -> list[str]:
         return ["auto", *self.engine.by_name]
 
-    def describe(self) -> dict[str, Any]:
+    async def describe(self) -> dict[str, Any]:
+        await self.sync_trained()
         return {**super().describe(), "engines": self.engines(),
-                "unavailable_engines": self.engine.unavailable}
+                "unavailable_engines": self.engine.unavailable,
+                "trained_models": list(self.engine.models.values()) or None}

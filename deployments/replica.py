@@ -13,6 +13,7 @@ import ray
 from ray.serve.handle import DeploymentHandle
 
 from deployments.models import ModelSpec
+from deployments.trained_models import TrainedModels
 from serve_app.kernel.settings import Settings
 
 logger = logging.getLogger("ray.serve")
@@ -86,6 +87,26 @@ class PlacementFollower:
         return self.placement
 
 
+class TrainedVersions:
+    """Which version of each trained model a replica serves: the one active in the model
+    store, unless the deployment's user_config pins one: {"trained": {NAME: VERSION}}."""
+
+    def __init__(self, names: list[str], settings: Settings):
+        self.names = tuple(dict.fromkeys(names))
+        self.store = TrainedModels(settings.trained_models_dir)
+        self.pinned: dict[str, int] = {}
+        self.loaded: dict[str, int | None] = {}
+
+    def wanted(self) -> dict[str, int | None]:
+        return {name: self.pinned.get(name, self.store.active_number(name))
+                for name in self.names}
+
+    def changes(self) -> dict[str, int | None]:
+        """Names whose wanted version differs from the loaded one (a file read each)."""
+        return {name: version for name, version in self.wanted().items()
+                if name not in self.loaded or self.loaded[name] != version}
+
+
 def replica_info(deployment: str, spec: ModelSpec, device: str,
                  follower: PlacementFollower | None = None) -> dict[str, Any]:
     """The ModelInfo body of /v1/capacity and /v1/models for one replica."""
@@ -141,3 +162,41 @@ class ModelReplica:
 
     def describe(self) -> dict[str, Any]:
         return replica_info(self.deployment_name, self.spec, self.device, self.follower)
+
+    # ---- trained models: followed through reconfigure -------------------------------------
+
+    def follow_trained(self, names: list[str], settings: Settings) -> None:
+        """Serve these trained models' active versions (called at the end of __init__)."""
+        self.trained = TrainedVersions(names, settings)
+        self._trained_lock = asyncio.Lock()
+        self.trained.loaded = self.trained.wanted()  # what the engines were built with
+
+    async def sync_trained(self) -> None:
+        """Before a request: load a newly activated version. Requests already running keep
+        the engine they started with; the swap is one assignment."""
+        trained = getattr(self, "trained", None)
+        if trained is None or not trained.names or not trained.changes():
+            return
+        async with self._trained_lock:
+            changes = trained.changes()
+            if changes:
+                await asyncio.to_thread(self.load_trained, changes)
+                trained.loaded.update(changes)
+                logger.info("%s serves trained versions %s", self.deployment_name,
+                            trained.loaded)
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Serve's user_config: {"trained": {NAME: VERSION}} pins versions; a name mapped
+        to null follows the store's active version again."""
+        trained = getattr(self, "trained", None)
+        if trained is None:
+            return
+        for name, version in (config or {}).get("trained", {}).items():
+            if version is None:
+                trained.pinned.pop(name, None)
+            else:
+                trained.pinned[name] = int(version)
+        await self.sync_trained()
+
+    def load_trained(self, changes: dict[str, int | None]) -> None:
+        """Build the engines of these versions (a thread; the deployment overrides it)."""

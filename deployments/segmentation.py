@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -23,9 +24,40 @@ class Segmentation(ModelReplica):
 
     def __init__(self, spec: ModelSpec, settings: Settings,
                  residency: DeploymentHandle | None = None):
+        self.settings = settings
         self.start(spec, settings, residency,
                    lambda device: ENGINES[spec.engine](spec, settings, device))
+        self.follow_trained([spec.trained] if spec.trained else [], settings)
 
-    async def segment(self, image: np.ndarray) -> PageSegmentation:
+    def load_trained(self, changes: dict[str, int | None]) -> None:
+        """A newly activated version replaces the engine (the bundled blla when none is)."""
+        assert self.spec.trained is not None
+        version = changes[self.spec.trained]
+        found = next((v for v in self.trained.store.versions(self.spec.trained)
+                      if v.version == version), None) if version is not None else None
+        spec = self.spec.model_copy(update={"trained": None, "path": str(found.path)}) if (
+            found) else self.spec
+        engine = ENGINES[spec.engine](spec, self.settings, self.device)
+        self.engine = engine
+
+    def model_version(self) -> dict[str, Any]:
+        """The trained model this replica segments with, or the catalog's."""
+        trained = getattr(self, "trained", None)
+        version = trained.loaded.get(self.spec.trained) if trained and self.spec.trained else None
+        if version is None:
+            return {"model": self.spec.name, "model_version": None}
+        return {"model": self.spec.trained, "model_version": version}
+
+    async def segment(self, image: np.ndarray) -> dict[str, Any]:
+        """The page's lines and regions, and which model found them."""
+        await self.sync_trained()
         await self.follower.ensure()
-        return await asyncio.to_thread(self.engine.segment, image)
+        found: PageSegmentation = await asyncio.to_thread(self.engine.segment, image)
+        return {**found, **self.model_version()}
+
+    async def describe(self) -> dict[str, Any]:
+        await self.sync_trained()
+        version = self.model_version()
+        trained = [{"name": version["model"], "version": version["model_version"]}] if (
+            version["model_version"] is not None) else None
+        return {**super().describe(), "trained_models": trained}

@@ -29,6 +29,8 @@ from deployments.rerank import Rerank
 from deployments.residency.controller import ResidencyController
 from deployments.residency.profiles import Profile, load_profile
 from deployments.segmentation import Segmentation
+from deployments.training.trainer import ENGINES as TRAINING_ENGINES
+from deployments.training.trainer import Trainer
 from serve_app.ingress import Ingress
 from serve_app.kernel.settings import ConfigError, Settings
 from serve_app.pipeline import Handles
@@ -41,6 +43,7 @@ DEPLOYMENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "Segmentation": ("segmentation", SEGMENTATION_ENGINES),
     "Embedding": ("embedding", EMBEDDING_ENGINES),
     "Rerank": ("rerank", RERANK_ENGINES),
+    "Trainer": ("training", TRAINING_ENGINES),
 }
 
 
@@ -60,6 +63,8 @@ class AppArgs(BaseModel):
     segmentation_model: str | None = "kraken-blla"
     embedding_model: str | None = "all-minilm-l6-v2"
     rerank_model: str | None = "embedding-similarity"
+    training_model: str | None = Field(
+        "ketos", description="The Trainer (kraken's ketos); null leaves training out.")
     gpu_total_mb: int | None = Field(
         None, gt=0, description="Memory of one GPU; read from NVML when omitted."
     )
@@ -115,6 +120,7 @@ def _choose_models(args: AppArgs, catalog: dict[str, ModelSpec]) -> dict[str, Mo
         "Segmentation": args.segmentation_model,
         "Embedding": args.embedding_model,
         "Rerank": args.rerank_model,
+        "Trainer": args.training_model,
     }
     chosen = {}
     for deployment, model in wanted.items():
@@ -142,6 +148,11 @@ def _choose_models(args: AppArgs, catalog: dict[str, ModelSpec]) -> dict[str, Mo
         if spec is None or spec.kind != "ocr" or spec.engine not in OCR_ENGINES:
             raise BuildError(f"ocr_engines: {model!r} is not an OCR model of the catalog")
         extras.append(spec)
+    engines = [spec.engine for spec in (chosen.get("OCR"), *extras) if spec]
+    doubled = sorted({engine for engine in engines if engines.count(engine) > 1})
+    if doubled:
+        raise BuildError(f"ocr_model and ocr_engines name several models of engine "
+                         f"{', '.join(doubled)}: an OCR replica serves one model per engine")
     if "Segmentation" not in chosen and any(
             spec.engine == "kraken" for spec in (chosen.get("OCR"), *extras) if spec):
         raise BuildError("the kraken OCR engine recognises segmented lines: it needs a "
@@ -216,10 +227,14 @@ def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
         if name in chosen:
             bound[name] = cls.options(**options(name, shares[name])).bind(
                 chosen[name], settings, residency)
+    if "Trainer" in chosen:
+        bound["Trainer"] = Trainer.options(**options("Trainer", shares["Trainer"])).bind(
+            settings, residency)
     for name in chosen:
         logger.info("deployment %s: model %s, num_gpus %s", name, chosen[name].name, shares[name])
     handles = Handles(ocr=bound.get("OCR"), segmentation=bound.get("Segmentation"),
-                      embedding=bound.get("Embedding"), rerank=bound.get("Rerank"))
+                      embedding=bound.get("Embedding"), rerank=bound.get("Rerank"),
+                      trainer=bound.get("Trainer"))
     deployed_ocr = ocr_engines((primary, *extras)) if "OCR" in chosen else None
     return Ingress.options(**args.deployment_options.get("Ingress", {})).bind(
         settings,

@@ -42,9 +42,11 @@ class RequestGuard:
     Content-Length over the limit is refused before a byte is read; a chunked body is
     counted as it streams in, so no route ever parses more than the limit."""
 
-    def __init__(self, app: Asgi, max_body_bytes: int):
+    def __init__(self, app: Asgi, max_body_bytes: int,
+                 per_path: dict[str, int] | None = None):
         self.app = app
-        self.limit = max_body_bytes
+        self.default_limit = max_body_bytes
+        self.per_path = per_path or {}  # exact paths with a limit of their own (training)
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
                        send: Callable[[Any], Awaitable[None]]) -> None:
@@ -54,10 +56,14 @@ class RequestGuard:
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):  # an application under a route prefix
+            path = path[len(root):]
+        limit = self.per_path.get(path, self.default_limit)
         declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
+        if declared.isdigit() and int(declared) > limit:
             body = error_body("too_large", f"request body is {int(declared)} bytes; at most "
-                              f"{self.limit}", None, request_id)
+                              f"{limit}", None, request_id)
             return await JSONResponse(body, status_code=413)(scope, receive, send)
         received = 0
 
@@ -65,8 +71,8 @@ class RequestGuard:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
-                raise PayloadTooLarge(f"request body is larger than {self.limit} bytes")
+            if received > limit:
+                raise PayloadTooLarge(f"request body is larger than {limit} bytes")
             return message
 
         await self.app(scope, counted, send)
@@ -106,8 +112,10 @@ def build_http_app(routes: object, settings: Settings) -> FastAPI:
     """The app serving every `@route` method of `routes` (an Ingress replica)."""
     app = FastAPI(title="ocr-graph", version=__version__, description=DESCRIPTION,
                   responses=error_handlers.error_responses())
+    training = settings.training_max_upload_bytes + MULTIPART_ALLOWANCE
     app.add_middleware(RequestGuard,  # type: ignore[arg-type]
-                       max_body_bytes=settings.max_upload_bytes + MULTIPART_ALLOWANCE)
+                       max_body_bytes=settings.max_upload_bytes + MULTIPART_ALLOWANCE,
+                       per_path={"/v1/train": training, "/v1/segtrain": training})
     error_handlers.install(app)
     auth = [Depends(api_key_dependency(expected_api_key(settings)))]
     seen: set[str] = set()

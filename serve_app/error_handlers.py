@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
@@ -81,7 +82,8 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     cause = unwrap(exc)
     if isinstance(cause, ServiceError):
         return await service_error(request, cause)
-    if isinstance(cause, BackPressureError | DeploymentUnavailableError):
+    if isinstance(cause, BackPressureError | DeploymentUnavailableError | RayActorError
+                  | ActorUnavailableError):  # full queues, a replica that died or restarts
         overloaded = Overloaded(Overloaded.example,
                                 headers={"Retry-After": str(RETRY_AFTER_S)})
         return await service_error(request, overloaded)

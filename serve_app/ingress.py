@@ -11,27 +11,36 @@ routes, or UploadFile parameters fail to resolve at request time.
 
 import asyncio
 import logging
-from pathlib import PurePosixPath
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from fastapi import FastAPI, File, Form, UploadFile
+from fastapi import FastAPI, File, Form, Header, UploadFile
 from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from serve_app import schemas
 from serve_app.asgi import build_http_app, expected_api_key, route
 from serve_app.error_handlers import field_errors
+from serve_app.kernel.datasets import Kind, scan_dataset, too_few
 from serve_app.kernel.engines import OcrEngines
-from serve_app.kernel.errors import InvalidInput, PayloadTooLarge, unwrap
+from serve_app.kernel.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, unwrap
 from serve_app.kernel.settings import Settings
 from serve_app.pipeline import Handles, Pipeline
-from serve_app.security import fetch_url, read_upload_file
+from serve_app.security import (
+    ArchiveLimits,
+    check_token,
+    extract_zip,
+    fetch_url,
+    read_upload_file,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -194,11 +203,141 @@ class Ingress:
         answer = await self.handles.require("Rerank").rerank.remote(body.query, body.documents)
         return schemas.RerankResponse.from_scores(body, answer)
 
+    # ---- training -----------------------------------------------------------------------
+
+    def _check_training_token(self, token: str | None) -> None:
+        secret = self.settings.training_token
+        check_token(token, secret.get_secret_value() if secret else None, "X-Training-Token")
+
+    async def _submit(self, kind: Kind, file: UploadFile, options: str,
+                      token: str | None) -> Response:
+        """Token, options and a free Trainer first; then the archive is checked and extracted
+        (nothing of a refused one stays on disk), its samples counted, the job queued."""
+        self._check_training_token(token)
+        trainer = self.handles.require("Trainer")
+        parsed = _parse_options(options, schemas.TrainOptions)
+        running = await trainer.running.remote()
+        if running is not None:
+            raise Conflict(f"training job {running['job_id']} is {running['status']}: one "
+                           "training at a time", {"job_id": running["job_id"]})
+        datasets = self.settings.training_dir / "datasets"
+        await run_in_threadpool(datasets.mkdir, parents=True, exist_ok=True)
+        archive = await _save_upload(file, datasets, self.settings.training_max_upload_bytes)
+        try:
+            root = await run_in_threadpool(extract_zip, archive, datasets, ArchiveLimits())
+        finally:
+            archive.unlink(missing_ok=True)
+        try:
+            dataset = await run_in_threadpool(scan_dataset, root, kind)
+            refusal = too_few(dataset, self.settings.training_min_samples)
+            if refusal is not None:
+                raise refusal
+        except BaseException:
+            await run_in_threadpool(shutil.rmtree, root, True)
+            raise
+        job = await trainer.submit.remote(dataset, parsed.model_dump())  # owns the dataset
+        return JSONResponse({"job_id": job["job_id"], "status": job["status"]},
+                            status_code=202,
+                            headers={"Location": f"/v1/train/jobs/{job['job_id']}"})
+
+    @route("POST", "/v1/train", status_code=202, response_model=schemas.JobAccepted,
+           tags=["training"], responses={409: {"model": schemas.ErrorBody}})
+    async def train(
+        self,
+        file: UploadFile = File(..., description="A ZIP of line images with .gt.txt files, "
+                                "or of page images with PAGE-XML/ALTO carrying line text."),
+        options: str = Form("{}", description='TrainOptions as JSON, e.g. {"epochs": 20, '
+                            '"name": "family-letters"}'),
+        x_training_token: str | None = Header(None, description="OCR_TRAINING_TOKEN."),
+    ) -> Response:
+        """Train a kraken recognition model on the archive's corrected lines (202: queued;
+        follow it at the Location)."""
+        return await self._submit("train", file, options, x_training_token)
+
+    @route("POST", "/v1/segtrain", status_code=202, response_model=schemas.JobAccepted,
+           tags=["training"], responses={409: {"model": schemas.ErrorBody}})
+    async def segtrain(
+        self,
+        file: UploadFile = File(..., description="A ZIP of page images with PAGE-XML/ALTO "
+                                "carrying baselines."),
+        options: str = Form("{}", description='TrainOptions as JSON, e.g. {"epochs": 10}'),
+        x_training_token: str | None = Header(None, description="OCR_TRAINING_TOKEN."),
+    ) -> Response:
+        """Train a kraken segmentation model on corrected baselines (202: queued)."""
+        return await self._submit("segtrain", file, options, x_training_token)
+
+    @route("GET", "/v1/train/jobs", response_model=list[schemas.TrainJob], tags=["training"])
+    async def train_jobs(self) -> list[dict[str, Any]]:
+        """The last 10 training jobs, newest first."""
+        return await self.handles.require("Trainer").recent.remote(10)
+
+    async def _job(self, job_id: str) -> dict[str, Any]:
+        job = await self.handles.require("Trainer").job.remote(job_id)
+        if job is None:
+            raise NotFound(f"no training job {job_id!r}", {"job_id": job_id})
+        return job
+
+    @route("GET", "/v1/train/jobs/{job_id}", response_model=schemas.TrainJob,
+           tags=["training"])
+    async def train_job(self, job_id: str) -> dict[str, Any]:
+        """One job: status, epochs done, progress, accuracy and CER, its model version."""
+        return await self._job(job_id)
+
+    @route("GET", "/v1/train/jobs/{job_id}/events", tags=["training"],
+           response_class=StreamingResponse,
+           responses={200: {"description": "Server-sent events: `epoch` per finished "
+                            "epoch, then `done` or `failed` with the job.",
+                            "content": {"text/event-stream": {}}}})
+    async def train_events(self, job_id: str) -> StreamingResponse:
+        """Server-sent events: one `epoch` event per epoch (from the first), one at the end."""
+        trainer = self.handles.require("Trainer")
+        first = await self._job(job_id)
+
+        async def events() -> Any:
+            after, epochs = 0, first["epochs"]
+            while True:
+                news = await trainer.watch.remote(job_id, after)
+                for epoch in news["epochs"]:
+                    after = epoch["epoch"]
+                    yield _sse("epoch", {"job_id": job_id, **epoch, "epochs": epochs,
+                                         "progress": round(min(after / epochs, 1.0), 4)})
+                job = news["job"]
+                if job is None or job["status"] in ("done", "failed"):
+                    if job is not None:
+                        yield _sse(job["status"], job)
+                    return
+                if not news["epochs"]:
+                    yield b": still running\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    @route("GET", "/v1/models/{name}/versions", response_model=schemas.ModelVersions,
+           tags=["training"])
+    async def model_versions(self, name: str) -> dict[str, Any]:
+        """The versions of a trained model, the active one marked."""
+        versions = await self.handles.require("Trainer").versions.remote(name)
+        if not versions:
+            raise NotFound(f"no trained model {name!r}", {"name": name})
+        active = next((v["version"] for v in versions if v["active"]), None)
+        return {"name": name, "active": active, "versions": versions}
+
+    @route("POST", "/v1/models/{name}/activate", response_model=schemas.ModelVersion,
+           tags=["training"])
+    async def activate_model(
+        self, name: str, body: schemas.ActivateRequest,
+        x_training_token: str | None = Header(None, description="OCR_TRAINING_TOKEN."),
+    ) -> dict[str, Any]:
+        """Serve this version (also how a rollback is done); the OCR and Segmentation
+        replicas load it before their next request."""
+        self._check_training_token(x_training_token)
+        return await self.handles.require("Trainer").activate.remote(name, body.version)
+
     # ---- operations -------------------------------------------------------------------
 
     async def _describe_models(self) -> list[dict[str, Any]]:
         return list(await asyncio.gather(
-            *(h.describe.remote() for h in self.handles.deployed().values())))
+            *(h.describe.remote() for h in self.handles.model_deployments().values())))
 
     @route("GET", "/v1/models", response_model=list[schemas.ModelInfo], tags=["operations"])
     async def list_models(self) -> list[dict[str, Any]]:
@@ -239,6 +378,30 @@ async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
     if not size:
         raise InvalidInput("the uploaded file is empty", {"field": "file"})
     return b"".join(chunks)
+
+
+async def _save_upload(file: UploadFile, folder: Path, max_bytes: int) -> Path:
+    """The upload streamed into a new file in `folder`; removed again if it is too large."""
+    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".zip", dir=folder)
+    path, size = Path(name), 0
+    try:
+        with open(fd, "wb") as sink:
+            while chunk := await file.read(1 << 20):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"upload is larger than {max_bytes} bytes "
+                                          "(TRAINING_MAX_UPLOAD_BYTES)")
+                await run_in_threadpool(sink.write, chunk)
+        if not size:
+            raise InvalidInput("the uploaded file is empty", {"field": "file"})
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 def _source_name(source: schemas.PathSource | schemas.UrlSource) -> str:

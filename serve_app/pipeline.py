@@ -36,20 +36,26 @@ class Handles:
     segmentation: DeploymentHandle | None = None
     embedding: DeploymentHandle | None = None
     rerank: DeploymentHandle | None = None
+    trainer: DeploymentHandle | None = None
 
     def require(self, name: str) -> DeploymentHandle:
         """The handle of a deployment by its name ("OCR", ...), or 503 saying it is absent."""
-        handle = self.models().get(name)
+        handle = self._all().get(name)
         if handle is None:
             raise Unavailable(f"the {name} deployment is not part of this application")
         return handle
 
-    def models(self) -> dict[str, DeploymentHandle | None]:
+    def _all(self) -> dict[str, DeploymentHandle | None]:
         return {"OCR": self.ocr, "Segmentation": self.segmentation,
-                "Embedding": self.embedding, "Rerank": self.rerank}
+                "Embedding": self.embedding, "Rerank": self.rerank, "Trainer": self.trainer}
 
     def deployed(self) -> dict[str, DeploymentHandle]:
-        return {name: handle for name, handle in self.models().items() if handle is not None}
+        """Every deployment of the application (readiness)."""
+        return {name: handle for name, handle in self._all().items() if handle is not None}
+
+    def model_deployments(self) -> dict[str, DeploymentHandle]:
+        """The deployments that serve a model (/v1/models, /v1/capacity)."""
+        return {name: handle for name, handle in self.deployed().items() if name != "Trainer"}
 
 
 class Pipeline:
@@ -86,9 +92,14 @@ class Pipeline:
             if segmentation is not None:
                 found = await segmentation.segment.remote(page.image)
                 page_options = {**engine_options, "segmentation": found["lines"]}
-            used, lines = await ocr.recognize.remote(page.image, engine, page_options)
-            return OcrPage(**base, source="ocr", engine=used, lines=lines,
-                           text=page_text(lines), timing_ms=0.0)
+            answer = await ocr.recognize.remote(page.image, engine, page_options)
+            result = OcrPage(**base, source="ocr", engine=answer["engine"],
+                             lines=answer["lines"], text=page_text(answer["lines"]),
+                             timing_ms=0.0)
+            if answer.get("model"):
+                result.update(model=answer["model"]["name"],
+                              model_version=answer["model"]["version"])
+            return result
 
         return await self._pages(data, options, options.force_ocr, read)
 
@@ -101,7 +112,8 @@ class Pipeline:
         async def read(page: Page) -> SegmentPage:
             found = await segmentation.segment.remote(page.image)
             return SegmentPage(page=page.number, width=page.width, height=page.height,
-                               lines=found["lines"], regions=found["regions"], timing_ms=0.0)
+                               lines=found["lines"], regions=found["regions"], timing_ms=0.0,
+                               model=found["model"], model_version=found["model_version"])
 
         return await self._pages(data, options, True, read)
 

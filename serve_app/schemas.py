@@ -252,6 +252,14 @@ class RerankResponse(BaseModel):
         return {"model": answer["model"], "method": answer["method"], "results": results}
 
 
+class ModelRef(BaseModel):
+    """A trained model and one of its versions."""
+
+    name: str
+    version: int | None = Field(description="null: not (yet) a version, e.g. a job that "
+                                "has not finished.")
+
+
 class ModelInfo(BaseModel):
     deployment: str
     model: str
@@ -270,6 +278,8 @@ class ModelInfo(BaseModel):
     engines: list[str] | None = Field(None, description="OCR: the engines a request may name.")
     unavailable_engines: dict[str, str] | None = Field(
         None, description="OCR: configured engines missing on this node, and why.")
+    trained_models: list[ModelRef] | None = Field(
+        None, description="Models trained here that this replica serves, with the version.")
 
 
 class GpuInfo(BaseModel):
@@ -305,6 +315,70 @@ class CapacityResponse(BaseModel):
     placements: dict[str, Placement]
     models: list[ModelInfo]
     decisions: list[ResidencyDecision] = Field(description="Newest first.")
+
+
+class TrainOptions(Strict):
+    """The `options` form field of /v1/train and /v1/segtrain."""
+
+    epochs: int = Field(1, ge=1, description="Epochs to train (at most TRAINING_MAX_EPOCHS).")
+    base_model: str | None = Field(
+        None, max_length=64, examples=["archive-rec"],
+        description="Fine-tune the active version of this trained model; for segtrain also "
+        "'blla' (kraken's bundled model, the default for segtrain). Omitted for train: a "
+        "new model.")
+    name: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", examples=["family-letters"],
+        description="The model the result becomes a version of (default archive-rec for "
+        "train, archive-seg for segtrain).")
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: Literal["queued"]
+
+
+class TrainJob(BaseModel):
+    job_id: str
+    kind: Literal["train", "segtrain"]
+    status: Literal["queued", "running", "done", "failed"]
+    epochs: int
+    epochs_done: int
+    progress: float = Field(ge=0.0, le=1.0)
+    accuracy: float | None = Field(description="kraken's selection metric of the last "
+                                   "epoch: character accuracy (train), mean IoU of the "
+                                   "baseline map (segtrain).")
+    cer: float | None = Field(description="1 - accuracy.")
+    best_checkpoint: str | None
+    model: ModelRef
+    base_model: str | None
+    samples: int = Field(description="Lines (train) or pages (segtrain) trained on.")
+    device: str | None
+    error: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class ModelVersion(BaseModel):
+    name: str
+    version: int
+    active: bool
+    kind: str | None
+    accuracy: float | None
+    job_id: str | None
+    created_at: str
+
+
+class ModelVersions(BaseModel):
+    name: str
+    active: int | None = Field(description="The active version; null when none is.")
+    versions: list[ModelVersion] = Field(description="Oldest first: the active one and at "
+                                         "most three backups.")
+
+
+class ActivateRequest(Strict):
+    version: int = Field(ge=1, examples=[3], description="The version to serve (an older "
+                         "one for a rollback).")
 
 
 class ErrorDetail(BaseModel):

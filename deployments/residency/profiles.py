@@ -22,7 +22,7 @@ class Profile(BaseModel):
     low_watermark_mb: int = Field(2048, ge=0, description="Evict below this much free VRAM.")
     high_watermark_mb: int = Field(4096, ge=0, description="Evict until / return above this.")
     hold_s: float = Field(30.0, ge=0, description="Calm time before a model returns.")
-    eviction_order: tuple[str, ...] = ("Rerank", "Embedding", "Segmentation", "OCR")
+    eviction_order: tuple[str, ...] = ("Trainer", "Rerank", "Embedding", "Segmentation", "OCR")
     llm_keep_alive: str = Field("5m", description="keep_alive the LLM OCR engine sends.")
 
 

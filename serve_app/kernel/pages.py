@@ -59,6 +59,10 @@ class OcrPage(TypedDict):
     text: str
     lines: list[Line]
     timing_ms: float
+    model: NotRequired[Annotated[str, Field(
+        description="The trained model that read the page (engines serving one: kraken).")]]
+    model_version: NotRequired[Annotated[int | None, Field(
+        description="Its version (GET /v1/models/{name}/versions).")]]
 
 
 class BaselineLine(TypedDict):
@@ -92,6 +96,11 @@ class SegmentPage(TypedDict):
     lines: list[BaselineLine]
     regions: list[Region]
     timing_ms: float
+    model: NotRequired[Annotated[str, Field(
+        description="The model that segmented the page: a trained one, or the catalog's.")]]
+    model_version: NotRequired[Annotated[int | None, Field(
+        description="The trained model's version; null for a model that was not trained "
+        "here.")]]
 
 
 def page_text(lines: list[Line]) -> str:

@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(32_000, gt=0, alias="EMBED_MAX_TEXT_CHARS")
     url_timeout_s: float = Field(30.0, gt=0, alias="URL_FETCH_TIMEOUT_S")
 
+    # Training (POST /v1/train, /v1/segtrain).
+    # Fewer usable samples (lines for train, pages for segtrain) than this: 422.
+    training_min_samples: int = Field(10, ge=1, alias="TRAINING_MIN_SAMPLES")
+    training_max_epochs: int = Field(200, ge=1, alias="TRAINING_MAX_EPOCHS")
+    training_max_upload_bytes: int = Field(2 * 1024**3, gt=0, alias="TRAINING_MAX_UPLOAD_BYTES")
+    # CPU threads of one ketos run (its --threads).
+    training_threads: int = Field(2, ge=1, le=256, alias="TRAINING_THREADS")
+    # segtrain on a base model taller than this trains a copy of it at this height, which
+    # later runs keep as their base (blla's 1800 px do not fit small GPUs or CPUs). 0: never.
+    segtrain_max_height: int = Field(800, ge=0, alias="SEGTRAIN_MAX_HEIGHT")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -104,7 +115,27 @@ class Settings(BaseSettings):
                 "(or set OCR_SIDECAR_AUTH_MODE=network-isolation when a network boundary "
                 "alone protects the service)."
             )
+        if settings.blla_model_path is not None:
+            path = settings.blla_model_path.expanduser().absolute()
+            stores = (settings.model_cache_dir, settings.trained_models_dir)
+            if not any(store is not None and path.is_relative_to(store) for store in stores):
+                raise ConfigError(
+                    f"BLLA_MODEL_PATH {path} is outside the model store: put the model "
+                    f"under MODEL_CACHE_DIR ({settings.model_cache_dir}) and point "
+                    "BLLA_MODEL_PATH there")
         return settings
+
+    @property
+    def trained_models_dir(self) -> Path:
+        """Where training writes models: STATE_DIR/models."""
+        assert self.state_dir is not None
+        return self.state_dir / "models"
+
+    @property
+    def training_dir(self) -> Path:
+        """The job database and uploaded training data: STATE_DIR/training."""
+        assert self.state_dir is not None
+        return self.state_dir / "training"
 
     def library_env(self) -> dict[str, str]:
         """Environment for model replicas: caches inside MODEL_CACHE_DIR, hubs offline."""
@@ -120,7 +151,8 @@ class Settings(BaseSettings):
 
     def ensure_dirs(self) -> None:
         """Create the writable directories; the staging dir shares the cache's filesystem."""
-        for path in (self.state_dir, self.model_cache_dir, self.tmp_dir, self.upload_base):
+        for path in (self.state_dir, self.model_cache_dir, self.tmp_dir, self.upload_base,
+                     self.trained_models_dir, self.training_dir):
             assert path is not None
             path.mkdir(parents=True, exist_ok=True)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deployments.trained_models import TrainedModels
 from tests.fixtures.cluster import local_serve
 from tests.fixtures.fake_ollama import FakeOllama
 
@@ -25,7 +26,9 @@ GPU_TOTAL_MB = 24000
 SMALL = {"ray_actor_options": {"num_cpus": 0.25}}
 # The random-weight kraken and surya models of the main app's OCR deployment.
 TINY_OCR_MB = 50
-MAIN_OCR_ENGINES = ["ollama-vlm", "tesseract", "kraken-rec", "surya"]
+MAIN_OCR_ENGINES = ["ollama-vlm", "tesseract", "archive-rec", "surya"]
+TRAINING_TOKEN = "training-token-" + os.urandom(8).hex()
+TRAINING_MIN_SAMPLES = 4
 
 
 @pytest.fixture(scope="session")
@@ -43,25 +46,33 @@ def service(tiny_models: dict[str, str], ollama: FakeOllama) -> Iterator[dict[st
 
     env = {"OCR_SIDECAR_API_KEY": API_KEY, "OCR_MAX_PAGES": "5",
            "OCR_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024), "EMBED_MAX_TEXTS": "64",
-           "EMBED_MAX_TEXT_CHARS": "4000"}
+           "EMBED_MAX_TEXT_CHARS": "4000", "TRAINING_MIN_SAMPLES": str(TRAINING_MIN_SAMPLES),
+           "TRAINING_MAX_UPLOAD_BYTES": str(16 * 1024 * 1024)}
     with local_serve(env, num_cpus=4, num_gpus=1) as cluster:
-        options = {name: SMALL for name in
-                   ("OCR", "Segmentation", "Embedding", "Rerank", "ResidencyController", "Ingress")}
+        # Version 1 of the trained recognition model: the random-weight kraken model.
+        store = TrainedModels(cluster.data_dir / "state" / "models")
+        store.publish("archive-rec", Path(tiny_models["kraken"]), {"kind": "train"})
+        store.activate("archive-rec", 1)
+        options = {name: SMALL for name in ("OCR", "Segmentation", "Embedding", "Rerank",
+                                            "ResidencyController", "Ingress", "Trainer")}
         serve.run(build_app({"gpu_total_mb": GPU_TOTAL_MB, "deployment_options": options,
                              "ocr_engines": MAIN_OCR_ENGINES,
-                             "models": {"kraken-rec": {"kind": "ocr", "engine": "kraken",
-                                                       "footprint_mb": TINY_OCR_MB,
-                                                       "path": tiny_models["kraken"]},
+                             "models": {"archive-rec": {"kind": "ocr", "engine": "kraken",
+                                                        "footprint_mb": TINY_OCR_MB,
+                                                        "trained": "archive-rec"},
                                         "surya": {"kind": "ocr", "engine": "surya",
                                                   "footprint_mb": TINY_OCR_MB,
                                                   "path": tiny_models["surya"]}},
                              "settings": {"RESIDENCY_PROFILE": "balanced",
-                                          "OLLAMA_URL": ollama.url, "OLLAMA_TIMEOUT_S": 3}}),
+                                          "OLLAMA_URL": ollama.url, "OLLAMA_TIMEOUT_S": 3,
+                                          "OCR_TRAINING_TOKEN": TRAINING_TOKEN}}),
                   name="main", route_prefix="/")
         serve.run(build_app({
             "gpu_total_mb": GPU_TOTAL_MB,
             "ocr_model": "tesseract",  # an OCR that lacks the other engines
             "segmentation_model": None,
+            # A Trainer without OCR_TRAINING_TOKEN (training answers 503), on its own state.
+            "settings": {"STATE_DIR": str(cluster.data_dir.parent / "tiny-state")},
             "embedding_model": "tiny-m3",
             "rerank_model": "tiny-reranker",
             "models": {
@@ -75,7 +86,7 @@ def service(tiny_models: dict[str, str], ollama: FakeOllama) -> Iterator[dict[st
         # An embedding-only app on a fake 24 GB GPU shared with a fake Ollama, polled fast.
         serve.run(build_app({
             "gpu_total_mb": GPU_TOTAL_MB, "ocr_model": None, "segmentation_model": None,
-            "rerank_model": None,
+            "rerank_model": None, "training_model": None,
             "settings": {"RESIDENCY_PROFILE": "test-fast", "RESIDENCY_POLL_S": 0.1,
                          "VRAM_FAKE_TOTAL_MB": GPU_TOTAL_MB, "OLLAMA_URL": ollama.url},
             "profiles": {"test-fast": {"llm_reserved_mb": 8192, "low_watermark_mb": 2048,

@@ -16,7 +16,7 @@ def test_health_and_readiness_need_no_key(anonymous: httpx.Client) -> None:
     ready = anonymous.get("/readyz")
     assert ready.status_code == 200
     assert set(ready.json()["deployments"]) == {
-        "OCR", "Segmentation", "Embedding", "Rerank", "ResidencyController"}
+        "OCR", "Segmentation", "Embedding", "Rerank", "Trainer", "ResidencyController"}
 
 
 def test_replicas_get_their_fraction_of_the_gpu(client: httpx.Client) -> None:
@@ -27,7 +27,7 @@ def test_replicas_get_their_fraction_of_the_gpu(client: httpx.Client) -> None:
     models = {m["deployment"]: m for m in body["models"]}
     # The OCR replica holds its extra engines too: its share is their sum.
     ocr_mb = catalog["rapidocr"].footprint_mb + sum(
-        TINY_OCR_MB if name in ("kraken-rec", "surya") else catalog[name].footprint_mb
+        TINY_OCR_MB if name in ("archive-rec", "surya") else catalog[name].footprint_mb
         for name in MAIN_OCR_ENGINES)
     for name in ("OCR", "Segmentation", "Embedding"):
         model = models[name]

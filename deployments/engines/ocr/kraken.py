@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from deployments.models import ModelSpec, required_weights
+from deployments.engines.ocr.base import EngineUnavailable
+from deployments.models import ModelSpec, required_weights, resolve_weights
 from serve_app.kernel.errors import InvalidInput
 from serve_app.kernel.geometry import bbox_of
 from serve_app.kernel.pages import BaselineLine, Line, Word
@@ -32,6 +33,10 @@ class KrakenRecognitionEngine:
         from kraken.configs import RecognitionInferenceConfig
         from kraken.tasks import RecognitionTaskModel
 
+        if spec.trained and resolve_weights(spec, settings) is None:
+            raise EngineUnavailable(
+                f"no version of the trained model {spec.trained!r} is active yet: train one "
+                f"(POST /v1/train) and activate it (POST /v1/models/{spec.trained}/activate)")
         self._model = RecognitionTaskModel.load_model(required_weights(spec, settings))
         # Line images are cut out in this thread: worker processes inside a replica
         # would compete with Ray for the replica's CPUs.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,6 +13,35 @@ from deployments.models import ModelSpec, resolve_weights
 from serve_app.kernel.geometry import bbox_of
 from serve_app.kernel.pages import BaselineLine, Point, Region, Segmentation
 from serve_app.kernel.settings import Settings
+
+logger = logging.getLogger("ray.serve")
+INCOMPATIBLE = ".incompatible"
+
+
+def load_errors() -> tuple[type[BaseException], ...]:
+    """What kraken's model loading raises for a file it cannot use: its loaders' ValueError
+    ("No loader found", "No segmentation models"), its own invalid-model error, and OSError
+    for a file that cannot be read."""
+    from kraken.lib.exceptions import KrakenInvalidModelException
+
+    return (ValueError, OSError, KrakenInvalidModelException)
+
+
+def load_or_set_aside(path: Path | None) -> Any:
+    """The segmentation model at `path`; a file that is there but does not load is renamed
+    NAME.incompatible (so no later start trips over it) and the bundled blla is used."""
+    from kraken.tasks import SegmentationTaskModel
+
+    if path is not None:
+        try:
+            return SegmentationTaskModel.load_model(path)
+        except load_errors() as exc:
+            aside = path.with_name(path.name + INCOMPATIBLE)
+            path.replace(aside)
+            logger.warning("segmentation model %s cannot be loaded (%s: %s); renamed to %s, "
+                           "using kraken's bundled blla", path, type(exc).__name__,
+                           str(exc).splitlines()[0][:200], aside.name)
+    return SegmentationTaskModel.load_model(None)
 
 
 def _points(points: Any) -> list[Point]:
@@ -24,10 +55,8 @@ class KrakenBllaEngine:
 
     def __init__(self, spec: ModelSpec, settings: Settings, device: str):
         from kraken.configs import SegmentationInferenceConfig
-        from kraken.tasks import SegmentationTaskModel
 
-        weights = resolve_weights(spec, settings)
-        self._model = SegmentationTaskModel.load_model(weights)
+        self._model = load_or_set_aside(resolve_weights(spec, settings))
         self._config = SegmentationInferenceConfig(**spec.options)
         self._lock = threading.Lock()  # the task model keeps per-call state
         self.move(device)

@@ -13,19 +13,21 @@ from deployments.engines.ocr import ocr_engines
 from deployments.engines.rerank import ENGINES as RERANK
 from deployments.engines.segmentation import ENGINES as SEGMENTATION
 from deployments.models import load_catalog
+from deployments.training.trainer import ENGINES as TRAINING
 from serve_app.schemas import Engine
 
-REGISTRIES: dict[str, dict[str, Any]] = {"ocr": OCR, "segmentation": SEGMENTATION,
-                                         "embedding": EMBEDDING, "rerank": RERANK}
+ENGINE_REGISTRIES: dict[str, dict[str, Any]] = {"ocr": OCR, "segmentation": SEGMENTATION,
+                                                "embedding": EMBEDDING, "rerank": RERANK}
+REGISTRIES = {**ENGINE_REGISTRIES, "training": TRAINING}
 
 
 def test_the_schema_offers_exactly_the_registered_ocr_engines() -> None:
     assert set(get_args(Engine)) == {"auto", *OCR}
 
 
-@pytest.mark.parametrize("kind", sorted(REGISTRIES))
+@pytest.mark.parametrize("kind", sorted(ENGINE_REGISTRIES))
 def test_a_registry_keys_its_engines_by_their_name(kind: str) -> None:
-    registry = REGISTRIES[kind]
+    registry = ENGINE_REGISTRIES[kind]
     assert registry
     assert {name: cls.name for name, cls in registry.items()} == {n: n for n in registry}
 
@@ -39,7 +41,7 @@ def test_every_catalog_entry_names_an_engine_of_its_kind() -> None:
 
 def test_deployed_ocr_engines_know_which_read_baselines() -> None:
     catalog = load_catalog()
-    deployed = ocr_engines([catalog["rapidocr"], catalog["kraken-rec"], catalog["tesseract"]])
+    deployed = ocr_engines([catalog["rapidocr"], catalog["archive-rec"], catalog["tesseract"]])
     assert deployed.names == ("rapidocr", "kraken", "tesseract")
     assert deployed.baseline_readers == frozenset({"kraken"})
     assert deployed.reads_baselines("kraken") and not deployed.reads_baselines("auto")

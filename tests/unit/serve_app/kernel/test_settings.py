@@ -56,3 +56,14 @@ def test_invalid_limit_is_refused(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("OCR_MAX_PAGES", "0")
     with pytest.raises(ValueError, match="OCR_MAX_PAGES"):
         Settings.load()
+
+
+def test_blla_model_path_must_lie_in_the_model_store(clean_env: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
+    clean_env.setenv("MODEL_CACHE_DIR", str(tmp_path / "models"))
+    clean_env.setenv("BLLA_MODEL_PATH", str(tmp_path / "elsewhere" / "blla.mlmodel"))
+    with pytest.raises(ConfigError, match="outside the model store"):
+        Settings.load()
+    clean_env.setenv("BLLA_MODEL_PATH", str(tmp_path / "models" / "blla.mlmodel"))
+    assert Settings.load().blla_model_path == tmp_path / "models" / "blla.mlmodel"
