@@ -76,13 +76,14 @@ class Embedding(ModelReplica):
 
     deployment_name = "Embedding"
 
-    def __init__(self, spec: ModelSpec, settings: Settings,
+    async def __init__(self, spec: ModelSpec, settings: Settings,
                  residency: DeploymentHandle | None = None):
         self.start(spec, settings, residency,
                    lambda device: ENGINES[spec.engine](spec, settings, device))
         if self.engine.max_length > MAX_JOB_TOKENS:
             raise ValueError(f"model {spec.name!r}: max_length {self.engine.max_length} is "
                              f"over the {MAX_JOB_TOKENS} tokens a batch job may hold")
+        self.follow_placement()
 
     async def embed(
         self, texts: list[str], want: list[str], max_length: int | None = None

@@ -68,19 +68,22 @@ class OCR(ModelReplica):
 
     deployment_name = "OCR"
 
-    def __init__(self, spec: ModelSpec, settings: Settings,
-                 residency: DeploymentHandle | None = None, extra: tuple[ModelSpec, ...] = (),
-                 keep_alive: str = "5m"):
+    async def __init__(self, spec: ModelSpec, settings: Settings,
+                       residency: DeploymentHandle | None = None,
+                       extra: tuple[ModelSpec, ...] = (),
+                       keep_alive: dict[str, str] | None = None):
         specs = (spec, *extra)
         for each in specs:  # fail the start if configured weights are missing
             if not each.trained:
                 resolve_weights(each, settings)
         self.deployed = ocr_engines(specs)
-        # The LLM's keep_alive as the controller computes it; until it answers (or without
-        # one), the profile's value the builder passed.
+        # keep_alive for the llm engine as the controller computes it from the live VRAM
+        # ({"busy", "idle", "reason"}); until it answers (or without one), the profile's.
         self.keep_alive = ControllerAnswer(
             "the LLM's keep_alive", residency.keep_alive.remote if residency else None,
-            keep_alive, settings.residency_poll_s)
+            keep_alive or {"busy": "5m", "idle": "30s", "reason": "default"},
+            settings.residency_poll_s)
+        self.llm_pages = 0  # pages of ours in flight to the VLM
         self.specs, self.settings = specs, settings
         self.start(spec, settings, residency, lambda device: EngineSet(specs, settings, device))
         self.follow_trained([s.trained for s in specs if s.trained], settings)
@@ -88,6 +91,7 @@ class OCR(ModelReplica):
             if each.trained and ENGINES[each.engine].name in self.engine.models:
                 self.engine.models[ENGINES[each.engine].name]["version"] = (
                     self.trained.loaded.get(each.trained))
+        self.follow_placement()
 
     def load_trained(self, changes: dict[str, int | None]) -> None:
         """Rebuild the engines whose trained model has a new version."""
@@ -122,8 +126,14 @@ class OCR(ModelReplica):
         await self.sync_trained()
         chosen = self.choose(engine, options.get("languages") or [])
         await self.follower.ensure()
-        keep_alive = await self.keep_alive.get()
-        lines = await chosen.recognize(image, {**options, "keep_alive": keep_alive})
+        answer = await self.keep_alive.get()
+        self.llm_pages += chosen.name == "llm"
+        try:
+            # More of our pages waiting for the VLM: keep it loaded; the last one: idle.
+            keep_alive = answer["busy"] if self.llm_pages > 1 else answer["idle"]
+            lines = await chosen.recognize(image, {**options, "keep_alive": keep_alive})
+        finally:
+            self.llm_pages -= chosen.name == "llm"
         return {"engine": chosen.name, "lines": lines,
                 "model": self.engine.models.get(chosen.name)}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -13,6 +14,8 @@ import ray
 from ray.serve.handle import DeploymentHandle
 
 from deployments.models import ModelSpec
+from deployments.residency.controller import ReplicaReport
+from deployments.residency.monitors import VramMonitor, open_monitor
 from deployments.trained_models import TrainedModels
 from serve_app.kernel.settings import Settings
 
@@ -48,12 +51,12 @@ class ControllerAnswer:
     answer cannot change faster). A controller that cannot be reached or is slow leaves
     the last answer standing, and the replica logs that."""
 
-    def __init__(self, what: str, ask: Callable[[], Awaitable[str]] | None, initial: str,
+    def __init__(self, what: str, ask: Callable[[], Awaitable[Any]] | None, initial: Any,
                  cache_s: float):
         self.what, self.ask, self.value, self.cache_s = what, ask, initial, cache_s
         self.checked = float("-inf")
 
-    async def get(self) -> str:
+    async def get(self) -> Any:
         if self.ask is None or time.monotonic() - self.checked < self.cache_s:
             return self.value
         self.checked = time.monotonic()
@@ -66,25 +69,90 @@ class ControllerAnswer:
 
 
 class PlacementFollower:
-    """Asks the ResidencyController where this model belongs and moves it there."""
+    """The replica's control loop: every poll it reports what it holds to the
+    ResidencyController and moves its weights where the controller says, with or without
+    traffic. A request waits while a move runs; two moves never overlap.
+
+    `report()` says where the weights are: "cuda" when torch holds them on the GPU, and
+    also on a simulated GPU (VRAM_FAKE_TOTAL_MB) while the placement is the GPU: there the
+    weights stay on the CPU but the replica holds its footprint of the simulated GPU until
+    its own move has run."""
 
     def __init__(self, deployment: str, residency: DeploymentHandle | None,
-                 move: Callable[[str], None], placement: str, cache_s: float):
+                 move: Callable[[str], None], placement: str, poll_s: float,
+                 footprint_mb: int = 0, gpu: str | None = None, simulated: bool = False,
+                 replica: str = "replica", monitor: VramMonitor | None = None):
         self.deployment, self.residency, self.move = deployment, residency, move
-        self.placement = placement
+        self.placement = placement  # where this replica is now
+        self.wanted = placement  # what the controller said last
+        self.poll_s, self.footprint_mb = poll_s, footprint_mb
+        self.gpu, self.simulated, self.replica = gpu, simulated, replica
         self.moves = 0
-        self.answer = ControllerAnswer(
-            f"{deployment}'s placement",
-            (lambda: self.residency.placement.remote(deployment)) if residency else None,
-            placement, cache_s)
+        self.lock = asyncio.Lock()
+        self.task: asyncio.Task[None] | None = None
+        # NVML of this replica's node: a controller on another node learns this GPU from it.
+        self.monitor = monitor
+
+    def device(self, torch_device: str) -> str:
+        """Where the weights are, as this replica reports it."""
+        return "cuda" if torch_device == "cuda" or (
+            self.simulated and self.placement == "gpu") else "cpu"
+
+    def held_mb(self, torch_device: str) -> int:
+        if self.simulated:
+            return self.footprint_mb if self.placement == "gpu" else 0
+        if torch_device != "cuda":
+            return 0
+        return gpu_allocated_mb() or 0
+
+    def report(self, torch_device: str) -> ReplicaReport:
+        index = self.gpu.rsplit(":", 1)[-1] if self.gpu else None
+        snapshot = next((g for g in self.monitor.snapshot() if str(g.index) == index),
+                        None) if self.monitor is not None and index is not None else None
+        return ReplicaReport(self.replica, self.deployment, self.gpu,
+                             "cuda" if self.device(torch_device) == "cuda" else "cpu",
+                             self.held_mb(torch_device), time.monotonic(), snapshot)
+
+    async def step(self, torch_device: Callable[[], str]) -> str:
+        """One poll: report, learn the placement, move if it changed."""
+        if self.residency is None:
+            return self.placement
+        try:
+            self.wanted = await asyncio.wait_for(
+                self.residency.follow.remote(self.report(torch_device())), timeout=2.0)
+        except Exception as exc:  # unreachable or slow controller: stay where we are
+            logger.warning("residency controller unreachable (%s); %s stays on %s",
+                           type(exc).__name__, self.deployment, self.placement)
+            return self.placement
+        if self.wanted != self.placement:
+            async with self.lock:
+                if self.wanted != self.placement:
+                    started = time.monotonic()
+                    await asyncio.to_thread(self.move, self.wanted)
+                    logger.info("%s moved %s -> %s in %.1f s", self.deployment, self.placement,
+                                self.wanted, time.monotonic() - started)
+                    self.placement, self.moves = self.wanted, self.moves + 1
+            with contextlib.suppress(Exception):  # say at once what it holds now
+                await asyncio.wait_for(
+                    self.residency.follow.remote(self.report(torch_device())), timeout=2.0)
+        return self.placement
+
+    def begin(self, torch_device: Callable[[], str]) -> None:
+        """Start the loop on the replica's event loop (from an async __init__)."""
+        if self.residency is None or self.task is not None:
+            return
+
+        async def loop() -> None:
+            while True:
+                await self.step(torch_device)
+                await asyncio.sleep(self.poll_s)  # the polling period
+
+        self.task = asyncio.get_running_loop().create_task(loop())
 
     async def ensure(self) -> str:
-        wanted = await self.answer.get()
-        if wanted != self.placement:
-            await asyncio.to_thread(self.move, wanted)
-            logger.info("%s moved %s -> %s", self.deployment, self.placement, wanted)
-            self.placement, self.moves = wanted, self.moves + 1
-        return self.placement
+        """Before a request: wait for a move that is running."""
+        async with self.lock:
+            return self.placement
 
 
 class TrainedVersions:
@@ -116,9 +184,11 @@ def replica_info(deployment: str, spec: ModelSpec, device: str,
         "model": spec.name,
         "kind": spec.kind,
         "engine": spec.engine,
-        "device": device,
-        "placement": follower.placement if follower else "cpu",
+        "device": follower.device(device) if follower else device,
+        "placement": follower.wanted if follower else "cpu",
         "moves": follower.moves if follower else 0,
+        "held_mb": follower.held_mb(device) if follower else 0,
+        "gpu": follower.gpu if follower else None,
         "footprint_mb": spec.footprint_mb,
         "gpu_share": round(float(resources.get("GPU", 0.0)), 4),
         "gpu_allocated_mb": gpu_allocated_mb() if spec.footprint_mb else None,
@@ -126,6 +196,15 @@ def replica_info(deployment: str, spec: ModelSpec, device: str,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "loaded": True,
     }
+
+
+def _replica_id() -> str:
+    from ray import serve
+
+    try:
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:  # outside a Serve replica (unit tests): the actor or process
+        return f"pid-{os.getpid()}"
 
 
 class ModelReplica:
@@ -144,10 +223,20 @@ class ModelReplica:
         self.device = torch_device(placement) if holds_weights else "cpu"
         self.engine = make_engine(self.device)
         follows = residency if holds_weights and share else None
-        self.follower = PlacementFollower(self.deployment_name, follows, self._move, placement,
-                                          settings.residency_poll_s)
+        context = ray.get_runtime_context()
+        gpu_ids = context.get_accelerator_ids().get("GPU", [])
+        simulated = settings.vram_fake_total_mb is not None
+        self.follower = PlacementFollower(
+            self.deployment_name, follows, self._move, placement, settings.residency_poll_s,
+            spec.footprint_mb, f"{context.get_node_id()}:{gpu_ids[0]}" if gpu_ids else None,
+            simulated, _replica_id(),
+            open_monitor(settings.llm_processes) if follows and not simulated else None)
         logger.info("%s: %s (%s) ready on %s", self.deployment_name, spec.name, spec.engine,
                     self.device)
+
+    def follow_placement(self) -> None:
+        """Start following the controller (from the deployment's async __init__)."""
+        self.follower.begin(lambda: self.device)
 
     def _move(self, placement: str) -> None:
         device = torch_device(placement)

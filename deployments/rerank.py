@@ -24,10 +24,11 @@ class Rerank(ModelReplica):
 
     deployment_name = "Rerank"
 
-    def __init__(self, spec: ModelSpec, settings: Settings,
+    async def __init__(self, spec: ModelSpec, settings: Settings,
                  residency: DeploymentHandle | None = None):
         self.start(spec, settings, residency,
                    lambda device: ENGINES[spec.engine](spec, settings, device))
+        self.follow_placement()
 
     async def rerank(self, query: str, documents: list[str], max_length: int = 512
                      ) -> dict[str, Any]:

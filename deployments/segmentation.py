@@ -22,12 +22,13 @@ class Segmentation(ModelReplica):
 
     deployment_name = "Segmentation"
 
-    def __init__(self, spec: ModelSpec, settings: Settings,
+    async def __init__(self, spec: ModelSpec, settings: Settings,
                  residency: DeploymentHandle | None = None):
         self.settings = settings
         self.start(spec, settings, residency,
                    lambda device: ENGINES[spec.engine](spec, settings, device))
         self.follow_trained([spec.trained] if spec.trained else [], settings)
+        self.follow_placement()
 
     def load_trained(self, changes: dict[str, int | None]) -> None:
         """A newly activated version replaces the engine (the bundled blla when none is)."""

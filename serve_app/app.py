@@ -221,7 +221,9 @@ def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
     if "OCR" in chosen:
         primary = catalog[chosen["OCR"].name]
         bound["OCR"] = OCR.options(**options("OCR", shares["OCR"])).bind(
-            primary, settings, residency, extras, profile.llm_keep_alive)
+            primary, settings, residency, extras,
+            {"busy": profile.llm_keep_alive_busy, "idle": profile.llm_keep_alive_idle,
+             "reason": f"profile {profile.name}"})
     for name, cls in (("Segmentation", Segmentation), ("Embedding", Embedding),
                       ("Rerank", Rerank)):
         if name in chosen:

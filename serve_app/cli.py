@@ -1,6 +1,9 @@
 """The `ocr-graph` command: start the service, OCR files through it, list its models.
 
     ocr-graph serve [CONFIG]       serve run CONFIG (default config/local.yaml) with an API key
+    ocr-graph serve --simulate-gpu MB [CONFIG]
+                                   the same on a simulated GPU of MB beside Ollama: rehearse
+                                   a residency profile on a machine without a GPU
     ocr-graph key                  print the API key `serve` uses (for curl and scripts)
     ocr-graph ocr FILE|DIR ...     OCR files through a running service, with a progress bar
     ocr-graph models               what each deployment serves, where
@@ -56,6 +59,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         key = api_key(settings, create=True)
         assert key is not None
         env["OCR_SIDECAR_API_KEY"] = key
+    if args.simulate_gpu:
+        return serve_simulated(args.config, args.simulate_gpu, env)
     serve = shutil.which("serve", path=str(Path(sys.executable).parent)) or shutil.which("serve")
     if serve is None:
         print("ocr-graph: the `serve` command of Ray is not installed (pip install ray[serve])",
@@ -63,6 +68,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     os.execve(serve, [serve, "run", str(args.config)], env)
     return 0  # pragma: no cover - execve does not return
+
+
+SIMULATED_PROFILE = "llm-first"
+
+
+def simulated_env(env: dict[str, str], total_mb: int) -> dict[str, str]:
+    """The settings of a rehearsal: a fake GPU of total_mb whose LLM share Ollama's /api/ps
+    reports (OLLAMA_URL), the llm-first profile unless RESIDENCY_PROFILE says otherwise."""
+    return {**env, "VRAM_FAKE_TOTAL_MB": str(total_mb),
+            "RESIDENCY_PROFILE": env.get("RESIDENCY_PROFILE", SIMULATED_PROFILE),
+            "RAY_AUTH_MODE": env.get("RAY_AUTH_MODE", "disabled")}
+
+
+def serve_simulated(config: Path, total_mb: int, env: dict[str, str]) -> int:
+    """Serve CONFIG's applications in this process on a Ray of its own with one logical
+    GPU of total_mb, until Ctrl-C (or SIGTERM); then stop what was started."""
+    import signal
+    import tempfile
+    import threading
+
+    import ray
+    import yaml
+    from ray import serve
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve_app.app import build_app
+
+    os.environ.update(simulated_env(env, total_mb))
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(config.read_text()))
+    work = Path(tempfile.mkdtemp(prefix="ocrg-simulated-"))
+    ray.init(num_gpus=1, _temp_dir=str(work / "ray"), include_dashboard=False)
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    try:
+        serve.start(http_options=schema.http_options.model_dump(exclude_unset=True),
+                    logging_config=schema.logging_config)
+        for app in schema.applications:
+            serve.run(build_app({**(app.args or {}), "gpu_total_mb": total_mb}),
+                      name=app.name, route_prefix=app.route_prefix)
+        print(f"ocr-graph: serving on a simulated {total_mb} MB GPU (profile "
+              f"{os.environ['RESIDENCY_PROFILE']}, LLM share from {Settings().ollama_url}"
+              "/api/ps); Ctrl-C stops", file=sys.stderr, flush=True)
+        stop.wait()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 def cmd_key(args: argparse.Namespace) -> int:
@@ -164,6 +218,9 @@ def parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="start the service (serve run CONFIG)")
     serve.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
+    serve.add_argument("--simulate-gpu", type=int, metavar="MB",
+                       help="rehearse on a simulated GPU of MB megabytes (one logical Ray "
+                       "GPU, profile llm-first, the LLM's share from Ollama at OLLAMA_URL)")
     serve.set_defaults(func=cmd_serve)
 
     key = commands.add_parser("key", help="print the API key")

@@ -252,6 +252,12 @@ class RerankResponse(BaseModel):
         return {"model": answer["model"], "method": answer["method"], "results": results}
 
 
+class Placement(BaseModel):
+    device: Literal["gpu", "cpu"]
+    since: float
+    reason: str
+
+
 class ModelRef(BaseModel):
     """A trained model and one of its versions."""
 
@@ -265,11 +271,15 @@ class ModelInfo(BaseModel):
     model: str
     kind: str
     engine: str
-    device: str = Field(description="Where the weights are: cuda or cpu.")
+    device: str = Field(description="The replica's own report of where its weights are: "
+                        "cuda or cpu (cuda also while it holds its share of a simulated GPU).")
     placement: Literal["gpu", "cpu"] = Field(
-        description="Where the residency controller wants the model (gpu falls back to cpu "
-        "on a replica without CUDA).")
+        description="The residency controller's decision for this replica, as it last "
+        "heard it; device follows within one poll plus the move's own time.")
     moves: int = Field(description="Moves this replica made since it started.")
+    held_mb: int = Field(0, description="VRAM the replica reports holding on its GPU.")
+    gpu: str | None = Field(None, description="The GPU Ray gave the replica: "
+                            "'<node id>:<index>'.")
     footprint_mb: int
     gpu_share: float = Field(description="Ray's logical num_gpus of each replica.")
     gpu_allocated_mb: int | None = Field(description="torch's allocated CUDA memory.")
@@ -282,19 +292,25 @@ class ModelInfo(BaseModel):
         None, description="Models trained here that this replica serves, with the version.")
 
 
+class GpuProcess(BaseModel):
+    pid: int
+    name: str = Field(description="ocr-graph: what our replicas report holding.")
+    used_mb: int
+
+
 class GpuInfo(BaseModel):
+    key: str = Field(description="'<node id>:<index>': residency decides per GPU.")
     index: int
     name: str
     total_mb: int
     used_mb: int
     free_mb: int
     llm_used_mb: int
+    processes: list[GpuProcess]
+    placements: dict[str, Placement] = Field(description="The controller's decision per "
+                                             "deployment with a replica on this GPU.")
 
 
-class Placement(BaseModel):
-    device: Literal["gpu", "cpu"]
-    since: float
-    reason: str
 
 
 class ResidencyDecision(BaseModel):
@@ -304,15 +320,32 @@ class ResidencyDecision(BaseModel):
     at: float = Field(description="Controller time of the decision (seconds).")
 
 
+class KeepAlive(BaseModel):
+    busy: str = Field(description="Sent while more of our pages wait for the VLM.")
+    idle: str = Field(description="Sent with the last page in flight.")
+    reason: str
+
+
+class ReplicaState(BaseModel):
+    replica: str
+    deployment: str
+    gpu: str | None
+    device: Literal["cuda", "cpu"]
+    held_mb: int
+    at: float
+
+
 class CapacityResponse(BaseModel):
     gpu_available: bool
     note: str | None = None
     gpus: list[GpuInfo]
     profile: str
     llm_reserved_mb: int
-    llm_keep_alive: str = Field(description="keep_alive the LLM OCR engine sends to Ollama.")
+    llm_keep_alive: KeepAlive = Field(description="keep_alive the llm OCR engine sends to "
+                                      "Ollama, computed from the live VRAM each poll.")
     polls: int = Field(description="VRAM polls the residency controller has made.")
-    placements: dict[str, Placement]
+    placements: dict[str, Placement] = Field(description="The decisions for the first GPU.")
+    replicas: list[ReplicaState] = Field(description="What each replica last reported.")
     models: list[ModelInfo]
     decisions: list[ResidencyDecision] = Field(description="Newest first.")
 

@@ -144,11 +144,12 @@ class Scenario:
         return demand
 
 
-def shared_gpu(name: str, total_mb: int, llm_mb: int, ours_mb: int) -> GpuSnapshot:
+def shared_gpu(name: str, total_mb: int, llm_mb: int, ours_mb: int,
+               index: int = 0) -> GpuSnapshot:
     """What NVML would report for one GPU the LLM shares with us: used = LLM + ours,
     capped at the total (the fakes' common ground)."""
     used = min(total_mb, llm_mb + ours_mb)
-    return GpuSnapshot(index=0, name=name, total_mb=total_mb, used_mb=used,
+    return GpuSnapshot(index=index, name=name, total_mb=total_mb, used_mb=used,
                        free_mb=total_mb - used, llm_used_mb=llm_mb,
                        processes=[ProcessUsage(0, "ollama", llm_mb),
                                   ProcessUsage(0, "ocr-graph", ours_mb)])
@@ -157,8 +158,8 @@ def shared_gpu(name: str, total_mb: int, llm_mb: int, ours_mb: int) -> GpuSnapsh
 class ScenarioMonitor:
     """Fake NVML for hosts without a GPU: one GPU whose LLM process follows a scenario.
 
-    Our own usage comes from a callback (what the residency state has on the GPU), so
-    the monitor reports what NVML would: used = LLM + ours, capped at the total."""
+    Our own usage comes from a callback (what the simulated replicas hold), so the
+    monitor reports what NVML would: used = LLM + ours, capped at the total."""
 
     def __init__(self, scenario: Scenario, clock: Callable[[], float],
                  ours: Callable[[], int]):
@@ -178,7 +179,7 @@ def ollama_vram_mb(client: httpx.Client, ollama_url: str) -> int:
 
 class FakeGpuMonitor:
     """A GPU of a declared size for hosts without one (VRAM_FAKE_TOTAL_MB): the LLM's share
-    comes from Ollama's real /api/ps, ours from what the residency state has placed."""
+    comes from Ollama's real /api/ps, ours from what our replicas report holding on it."""
 
     def __init__(self, total_mb: int, ollama_url: str, ours: Callable[[], int]):
         self.total_mb, self.ollama_url, self.ours = total_mb, ollama_url, ours

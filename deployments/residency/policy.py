@@ -49,10 +49,13 @@ def initial_state(footprints: dict[str, int], now: float, gpu: bool) -> Residenc
 
 
 def decide(free_mb: int | None, profile: Profile, footprints: dict[str, int],
-           state: ResidencyState, now: float) -> ResidencyState:
+           state: ResidencyState, now: float, releasing_mb: int = 0) -> ResidencyState:
     """The next state; its history gains one Decision per model that moves.
 
-    free_mb is the free VRAM of the GPU our models share (None: no GPU)."""
+    free_mb is the free VRAM of the GPU our models share, as measured (None: no GPU):
+    memory a replica still holds counts as used until its move has run. releasing_mb is
+    what replicas told to leave still hold: it is not evicted a second time by evicting
+    more models, nor counted free for a model to return into."""
     placements = dict(state.placements)
     moves: list[Decision] = []
 
@@ -71,8 +74,8 @@ def decide(free_mb: int | None, profile: Profile, footprints: dict[str, int],
     order = [n for n in profile.eviction_order if n in placements] + sorted(
         n for n in placements if n not in profile.eviction_order)
     recent, covered = _window((*state.recent, (now, free_mb)), now - profile.hold_s)
-    if free_mb < profile.low_watermark_mb:
-        projected = free_mb
+    if free_mb + releasing_mb < profile.low_watermark_mb:
+        projected = free_mb + releasing_mb
         for name in order:
             if projected >= profile.high_watermark_mb:
                 break
@@ -80,7 +83,7 @@ def decide(free_mb: int | None, profile: Profile, footprints: dict[str, int],
                 move(name, "cpu", f"free VRAM {free_mb} MB < low watermark "
                                   f"{profile.low_watermark_mb} MB: the LLM needs it")
                 projected += footprints[name]
-    elif covered:
+    elif covered and not releasing_mb:
         available = min(free for _, free in recent)
         for name in reversed(order):  # the last to leave is the first to return
             placement, need = placements[name], footprints.get(name, 0)
@@ -102,3 +105,28 @@ def _window(readings: tuple[tuple[float, int], ...], start: float
     older = [r for r in readings if r[0] <= start]
     newer = tuple(r for r in readings if r[0] > start)
     return ((older[-1], *newer), True) if older else (newer, False)
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """What the llm OCR engine sends Ollama as keep_alive, and why."""
+
+    busy: str  # while more of our pages wait for the VLM
+    idle: str  # for the last page in flight
+    reason: str
+
+
+def keep_alive(profile: Profile, free_mb: int | None) -> KeepAlive:
+    """keep_alive from the live VRAM: the profile's values while the GPU has room, "0"
+    (unload after each page) while free VRAM is under the low watermark: the LLM's memory
+    comes first. Reloading the VLM per page costs its whole load time on every page
+    (bench/llm_concurrency.py measures it), so a document keeps it loaded when it can."""
+    if free_mb is None:
+        return KeepAlive(profile.llm_keep_alive_busy, profile.llm_keep_alive_idle,
+                         "no GPU seen: the profile's values")
+    if free_mb < profile.low_watermark_mb:
+        return KeepAlive("0", "0", f"free VRAM {free_mb} MB < low watermark "
+                         f"{profile.low_watermark_mb} MB: the VLM leaves after each page")
+    return KeepAlive(profile.llm_keep_alive_busy, profile.llm_keep_alive_idle,
+                     f"free VRAM {free_mb} MB >= low watermark {profile.low_watermark_mb} MB: "
+                     "the VLM stays through a document")

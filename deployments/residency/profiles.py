@@ -23,7 +23,12 @@ class Profile(BaseModel):
     high_watermark_mb: int = Field(4096, ge=0, description="Evict until / return above this.")
     hold_s: float = Field(30.0, ge=0, description="Calm time before a model returns.")
     eviction_order: tuple[str, ...] = ("Trainer", "Rerank", "Embedding", "Segmentation", "OCR")
-    llm_keep_alive: str = Field("5m", description="keep_alive the LLM OCR engine sends.")
+    llm_keep_alive_busy: str = Field(
+        "5m", description="keep_alive the llm OCR engine sends while more pages of ours wait "
+        "for the VLM: it stays loaded through a document instead of reloading per page.")
+    llm_keep_alive_idle: str = Field(
+        "30s", description="keep_alive with the last page in flight: the VLM stays this long "
+        "for the next document, then frees its memory.")
 
 
 def load_profile(name: str, extra: dict[str, dict[str, Any]] | None = None,

@@ -65,9 +65,14 @@ class Trainer:
         if interrupted:
             logger.warning("training jobs %s were interrupted by a restart", sorted(interrupted))
         self._remove_leftovers([Path(p) for p in interrupted.values() if p])
+        import ray
+
+        context = ray.get_runtime_context()
+        gpu_ids = context.get_accelerator_ids().get("GPU", [])
+        gpu = f"{context.get_node_id()}:{gpu_ids[0]}" if gpu_ids else None
         self.placement = ControllerAnswer(
             "the Trainer's placement",
-            (lambda: residency.placement.remote(DEPLOYMENT)) if residency else None,
+            (lambda: residency.placement.remote(DEPLOYMENT, gpu)) if residency else None,
             "cpu", settings.residency_poll_s)
         self.changed = asyncio.Condition()
         self.task: asyncio.Task[None] | None = None

@@ -7,6 +7,7 @@ import base64
 import httpx
 import pytest
 
+from deployments.residency.profiles import load_profile
 from tests.fixtures.documents import scan_png, scanned_pdf
 from tests.fixtures.fake_ollama import FakeOllama
 
@@ -29,7 +30,7 @@ def fresh(ollama: FakeOllama):  # type: ignore[no-untyped-def]
     ollama.released.clear()
 
 
-def test_llm_engine_sends_the_request_options_and_the_profiles_keep_alive(
+def test_llm_engine_sends_the_request_options_and_the_computed_keep_alive(
     client: httpx.Client, upload, fresh: FakeOllama
 ) -> None:
     path = upload("llm/scan.pdf", scanned_pdf())
@@ -43,7 +44,9 @@ def test_llm_engine_sends_the_request_options_and_the_profiles_keep_alive(
     assert fresh.paths == ["/api/chat"]
     assert chat["model"] == LLM["model"] and chat["stream"] is False
     assert chat["options"] == LLM["runtime_params"]  # passed through, nothing added
-    assert chat["keep_alive"] == "5m"  # the balanced profile's, not the client's
+    # The last (here: only) page of ours in flight: the profile's idle keep_alive, as the
+    # controller computed it (no GPU seen here: the profile's values), not the client's.
+    assert chat["keep_alive"] == load_profile("balanced").llm_keep_alive_idle
     system, user = chat["messages"]
     assert system == {"role": "system", "content": "Transkribiere genau."}
     assert "Testament" in user["content"] and "Familie Müller" in user["content"]

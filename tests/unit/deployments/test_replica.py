@@ -1,20 +1,26 @@
-"""A model replica follows the placement the ResidencyController answers."""
+"""A model replica follows the ResidencyController on its own: it reports what it holds
+every poll and moves when told, idle or busy; requests wait for a running move."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from deployments.replica import PlacementFollower
+from deployments.residency.controller import ReplicaReport
 
 
-class Handle:
-    """A DeploymentHandle stand-in: .placement.remote(name) awaits an answer or fails."""
+class Controller:
+    """A DeploymentHandle stand-in: .follow.remote(report) answers a placement or fails,
+    and keeps every report it received."""
 
     def __init__(self, answer: str | Exception):
         self.answer = answer
-        self.placement = self
+        self.reports: list[ReplicaReport] = []
+        self.follow = self
 
-    def remote(self, deployment: str) -> asyncio.Future[str]:
+    def remote(self, report: ReplicaReport) -> asyncio.Future[str]:
+        self.reports.append(report)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         if isinstance(self.answer, Exception):
             future.set_exception(self.answer)
@@ -23,21 +29,83 @@ class Handle:
         return future
 
 
-def test_follower_moves_when_told_and_keeps_its_place_when_the_controller_is_gone() -> None:
+def _follower(controller: Controller, moved: list[str], **options: Any) -> PlacementFollower:
+    return PlacementFollower("Embedding", controller, moved.append, "gpu", 0.01,
+                             footprint_mb=2600, gpu="node:0", replica="r1", **options)
+
+
+def test_the_follower_moves_when_told_and_stays_when_the_controller_is_gone() -> None:
     moved: list[str] = []
-    handle = Handle("cpu")
-    follower = PlacementFollower("Embedding", handle, moved.append, "gpu", cache_s=0.0)
-    assert asyncio.run(follower.ensure()) == "cpu" and moved == ["cpu"]
-    handle.answer = ConnectionError("controller restarting")
-    assert asyncio.run(follower.ensure()) == "cpu" and moved == ["cpu"]
-    handle.answer = "gpu"
-    assert asyncio.run(follower.ensure()) == "gpu" and moved == ["cpu", "gpu"]
+    controller = Controller("cpu")
+    follower = _follower(controller, moved)
+
+    async def run() -> None:
+        assert await follower.step(lambda: "cpu") == "cpu" and moved == ["cpu"]
+        controller.answer = ConnectionError("controller restarting")
+        assert await follower.step(lambda: "cpu") == "cpu" and moved == ["cpu"]
+        controller.answer = "gpu"
+        assert await follower.step(lambda: "cpu") == "gpu" and moved == ["cpu", "gpu"]
+
+    asyncio.run(run())
     assert follower.moves == 2
 
 
-def test_follower_trusts_an_answer_for_one_polling_period() -> None:
+def test_a_simulated_gpu_is_held_until_the_replica_s_own_move_has_run() -> None:
     moved: list[str] = []
-    follower = PlacementFollower("OCR", Handle("cpu"), moved.append, "gpu", cache_s=3600)
-    asyncio.run(follower.ensure())
-    follower.residency = Handle("gpu")
-    assert asyncio.run(follower.ensure()) == "cpu"  # still within the period
+    controller = Controller("cpu")
+    follower = _follower(controller, moved, simulated=True)
+    assert (follower.device("cpu"), follower.held_mb("cpu")) == ("cuda", 2600)
+
+    async def run() -> None:
+        await follower.step(lambda: "cpu")
+
+    asyncio.run(run())
+    # The report sent with the step still held the GPU: the decision had not run yet.
+    assert (controller.reports[0].device, controller.reports[0].held_mb) == ("cuda", 2600)
+    assert (follower.device("cpu"), follower.held_mb("cpu")) == ("cpu", 0)
+    assert follower.report("cpu").held_mb == 0
+
+
+def test_the_loop_moves_an_idle_replica_and_a_request_waits_for_the_move() -> None:
+    moved: list[str] = []
+    release = asyncio.Event()
+
+    async def run() -> list[str]:
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+
+        def slow_move(placement: str) -> None:
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+            moved.append(placement)
+            order.append("moved")
+
+        follower = PlacementFollower("OCR", Controller("cpu"), slow_move, "gpu", 0.01,
+                                     footprint_mb=600, gpu="node:0")
+        follower.begin(lambda: "cpu")  # no request: the loop alone
+        while not follower.lock.locked():  # the move has started
+            await asyncio.sleep(0)
+        waiting = asyncio.create_task(follower.ensure())
+        await asyncio.sleep(0)
+        assert not waiting.done()  # the request waits while the move runs
+        release.set()
+        order.append(f"request on {await waiting}")
+        assert follower.task is not None
+        follower.task.cancel()
+        return order
+
+    assert asyncio.run(run()) == ["moved", "request on cpu"]
+    assert moved == ["cpu"]
+
+
+def test_a_replica_reports_its_own_gpu_as_nvml_sees_it_on_its_node() -> None:
+    from deployments.residency.monitors import shared_gpu
+
+    class NodeNvml:
+        def snapshot(self) -> list[Any]:
+            return [shared_gpu("a", 24000, 0, 0, 0), shared_gpu("b", 24000, 9000, 2600, 1)]
+
+    follower = PlacementFollower("Embedding", Controller("gpu"), lambda _: None, "gpu", 1.0,
+                                 footprint_mb=2600, gpu="other-node:1", monitor=NodeNvml())
+    report = follower.report("cpu")
+    assert report.snapshot is not None and report.snapshot.llm_used_mb == 9000
+    assert _follower(Controller("gpu"), []).report("cpu").snapshot is None  # no NVML

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deployments.residency.controller import Residency
-from deployments.residency.policy import ResidencyState, decide, initial_state
+from deployments.residency.policy import ResidencyState, decide, initial_state, keep_alive
 from deployments.residency.profiles import load_profile
 
 FOOT = {"OCR": 600, "Segmentation": 900, "Embedding": 2600, "Rerank": 2600}
@@ -106,11 +105,29 @@ def test_every_profile_frees_just_enough_and_returns_when_free(name: str) -> Non
     assert set(devices(state).values()) == ({"cpu"} if not profile.use_gpu else {"gpu"})
 
 
-@pytest.mark.parametrize(("name", "keep_alive"), [("llm-first", "0"), ("balanced", "5m"),
-                                                  ("ocr-batch", "1m"), ("cpu-only", "30m")])
-def test_keep_alive_comes_from_the_profile(name: str, keep_alive: str) -> None:
-    residency = Residency(load_profile(name), FOOT, True, 0.0)
-    assert residency.capacity()["llm_keep_alive"] == keep_alive
+def test_keep_alive_follows_the_live_vram_within_the_profile() -> None:
+    profile = load_profile("llm-first")
+    roomy = keep_alive(profile, profile.low_watermark_mb + 1)
+    assert (roomy.busy, roomy.idle) == (profile.llm_keep_alive_busy,
+                                        profile.llm_keep_alive_idle)
+    assert (roomy.busy, roomy.idle) != ("0", "0")  # no reload per page while there is room
+    tight = keep_alive(profile, profile.low_watermark_mb - 1)
+    assert (tight.busy, tight.idle) == ("0", "0") and "low watermark" in tight.reason
+    assert keep_alive(load_profile("ocr-batch"), None).busy == "30m"
+
+
+def test_a_pending_release_is_not_evicted_for_twice() -> None:
+    """The Embedding was told to leave but still holds its 2600 MB: free VRAM still reads
+    low, and without counting that release the policy would also evict Segmentation."""
+    profile = load_profile("balanced")  # low 2048, high 4096
+    state = initial_state(FOOT, 0.0, True)
+    state = decide(1500, profile, FOOT, state, now=1.0)
+    assert devices(state)["Rerank"] == "cpu" and devices(state)["Embedding"] == "gpu"
+    state = decide(1500, profile, FOOT, state, now=2.0, releasing_mb=2600)
+    assert devices(state) == {"OCR": "gpu", "Segmentation": "gpu", "Embedding": "gpu",
+                              "Rerank": "cpu"}
+    state = decide(1500, profile, FOOT, state, now=3.0)  # nothing pending: evict more
+    assert devices(state)["Embedding"] == "cpu"
 
 
 @settings(max_examples=200, deadline=None)
