@@ -173,7 +173,22 @@ class Trainer:
             await self._notify()
             args = ketos.command(dataset.kind, dataset, epochs, output, device,
                                  self.settings.training_threads, base)
-            returncode, best, tail = await self._ketos(job_id, dataset.kind, args, work)
+            returncode, best, tail, yielded = await self._ketos(job_id, dataset.kind, args,
+                                                                work, device)
+            while yielded:  # the LLM needed the GPU: go on from the checkpoint on the CPU
+                resume = output / "checkpoint_abort.ckpt"
+                resume = resume if resume.is_file() else ketos.best_checkpoint(output)
+                if resume is None:
+                    raise RuntimeError("training left the GPU for the LLM before its first "
+                                       "checkpoint; submit it again")
+                device = "cpu"
+                self.jobs.update(job_id, device=device)
+                logger.info("training job %s yields the GPU to the LLM: resuming from %s on "
+                            "the CPU", job_id, resume.name)
+                args = ketos.command(dataset.kind, dataset, epochs, output, device,
+                                     self.settings.training_threads, resume=resume)
+                returncode, best, tail, yielded = await self._ketos(job_id, dataset.kind, args,
+                                                                    work, device)
             if returncode != 0:
                 raise RuntimeError(f"ketos {dataset.kind} exited with {returncode}: "
                                    + " | ".join(tail)[-1500:])
@@ -204,9 +219,25 @@ class Trainer:
                                  self.settings.trained_models_dir / ".bases")
         return base
 
-    async def _ketos(self, job_id: str, kind: str, args: list[str], work: Path
-                     ) -> tuple[int, ketos.BestModel | None, list[str]]:
-        """Run ketos, storing each epoch it reports; (exit code, best model, last lines)."""
+    async def _yield_when_evicted(self, process: asyncio.subprocess.Process,
+                                  device: str) -> bool:
+        """While ketos runs on the GPU: when the controller places training on the CPU,
+        interrupt it (Lightning writes checkpoint_abort.ckpt) and say so."""
+        if device == "cpu":
+            return False
+        while process.returncode is None:
+            await asyncio.sleep(self.settings.residency_poll_s)  # the controller's period
+            if process.returncode is None and await self.placement.get() != "gpu":
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGINT)
+                return True
+        return False
+
+    async def _ketos(self, job_id: str, kind: str, args: list[str], work: Path,
+                     device: str = "cpu"
+                     ) -> tuple[int, ketos.BestModel | None, list[str], bool]:
+        """Run ketos, storing each epoch it reports; (exit code, best model, last lines,
+        whether it was interrupted to give the GPU to the LLM)."""
         env = {**os.environ, "COLUMNS": "512", "NO_COLOR": "1", "TERM": "dumb",
                "PYTHONUNBUFFERED": "1"}
         process = await asyncio.create_subprocess_exec(
@@ -215,9 +246,11 @@ class Trainer:
             preexec_fn=_die_with_parent, start_new_session=True)
         tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
         best: ketos.BestModel | None = None
-        seen = 0
+        seen = self.jobs.get(job_id)["epochs_done"] if self.jobs.get(job_id) else 0
         buffer = b""
         assert process.stdout is not None
+        evicted = asyncio.get_running_loop().create_task(
+            self._yield_when_evicted(process, device))
         try:
             while chunk := await process.stdout.read(65536):
                 buffer += chunk
@@ -237,8 +270,11 @@ class Trainer:
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+            evicted.cancel()
             raise
-        return returncode, best, list(tail)
+        yielded = evicted.done() and not evicted.cancelled() and evicted.result()
+        evicted.cancel()
+        return returncode, best, list(tail), bool(yielded) and returncode != 0
 
     # ---- trained models -----------------------------------------------------------------
 
