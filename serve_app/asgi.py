@@ -79,8 +79,8 @@ class RequestGuard:
 
 
 def route(method: str, path: str, **options: Any) -> Callable[[Any], Any]:
-    """Declare an Ingress method a route (FastAPI add_api_route options); /v1 routes
-    need the API key."""
+    """Declare an Ingress method a route (FastAPI add_api_route options); /v1 and /v2
+    routes need the API key."""
 
     def mark(func: Any) -> Any:
         func.__route__ = (method, path, options)
@@ -127,6 +127,6 @@ def build_http_app(routes: object, settings: Settings) -> FastAPI:
             seen.add(name)
             method, path, options = declared
             app.add_api_route(path, getattr(routes, name), methods=[method],
-                              dependencies=auth if path.startswith("/v1/") else None,
+                              dependencies=auth if path.startswith(("/v1/", "/v2/")) else None,
                               **options)
     return app

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from fastapi import FastAPI, File, Form, Header, UploadFile
+from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -33,7 +33,7 @@ from serve_app.kernel.datasets import Kind, scan_dataset, too_few
 from serve_app.kernel.engines import OcrEngines
 from serve_app.kernel.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, unwrap
 from serve_app.kernel.settings import Settings
-from serve_app.pipeline import Handles, Pipeline
+from serve_app.pipeline import Handles, PagesRead, Pipeline
 from serve_app.security import (
     ArchiveLimits,
     check_token,
@@ -103,10 +103,10 @@ class Ingress:
         return await fetch_url(self.http, source.url, s.allowed_pdf_hosts, s.max_upload_bytes,
                                s.url_timeout_s)
 
-    async def _ocr_response(self, page_count: int, pages: list[Any],
-                            options: schemas.OcrOptions, name: str) -> dict[str, Any]:
-        return await run_in_threadpool(schemas.OcrResponse.from_pages, page_count, pages,
-                                       options.formats, name)
+    async def _ocr_response(self, read: PagesRead[Any], options: schemas.OcrOptions,
+                            name: str) -> dict[str, Any]:
+        return await run_in_threadpool(schemas.OcrResponse.from_pages, read, options.formats,
+                                       name)
 
     @route("POST", "/v1/ocr", response_model=schemas.OcrResponse, tags=["ocr"],
            response_model_exclude_none=True)
@@ -115,9 +115,8 @@ class Ingress:
 
         Born-digital PDF pages come from their text layer (source "text-layer") unless
         force_ocr is set; scanned pages are rendered at `dpi` and recognised."""
-        page_count, pages = await self.pipeline.ocr(lambda: self._source_bytes(body.source),
-                                                    body)
-        return await self._ocr_response(page_count, pages, body, _source_name(body.source))
+        read = await self.pipeline.ocr(lambda: self._source_bytes(body.source), body)
+        return await self._ocr_response(read, body, _source_name(body.source))
 
     @route("POST", "/v1/ocr/upload", response_model=schemas.OcrResponse, tags=["ocr"],
            response_model_exclude_none=True)
@@ -129,18 +128,17 @@ class Ingress:
     ) -> dict[str, Any]:
         """OCR an uploaded PDF or image (multipart/form-data)."""
         parsed = _parse_options(options, schemas.OcrOptions)
-        page_count, pages = await self.pipeline.ocr(
+        read = await self.pipeline.ocr(
             lambda: _read_upload(file, self.settings.max_upload_bytes), parsed)
-        return await self._ocr_response(page_count, pages, parsed,
+        return await self._ocr_response(read, parsed,
                                         PurePosixPath(file.filename or "upload").name)
 
     @route("POST", "/v1/segment", response_model=schemas.SegmentResponse,
            tags=["segmentation"])
     async def segment(self, body: schemas.SegmentRequest) -> dict[str, Any]:
         """kraken baselines, line boundary polygons and regions for every selected page."""
-        page_count, pages = await self.pipeline.segment(
-            lambda: self._source_bytes(body.source), body)
-        return {"model": self.models["Segmentation"], "page_count": page_count, "pages": pages}
+        read = await self.pipeline.segment(lambda: self._source_bytes(body.source), body)
+        return schemas.SegmentResponse.from_pages(self.models["Segmentation"], read)
 
     @route("POST", "/v1/segment/upload", response_model=schemas.SegmentResponse,
            tags=["segmentation"])
@@ -151,9 +149,9 @@ class Ingress:
     ) -> dict[str, Any]:
         """Segment an uploaded PDF or image (multipart/form-data)."""
         parsed = _parse_options(options, schemas.SegmentOptions)
-        page_count, pages = await self.pipeline.segment(
+        read = await self.pipeline.segment(
             lambda: _read_upload(file, self.settings.max_upload_bytes), parsed)
-        return {"model": self.models["Segmentation"], "page_count": page_count, "pages": pages}
+        return schemas.SegmentResponse.from_pages(self.models["Segmentation"], read)
 
     # ---- text -------------------------------------------------------------------------
 
@@ -198,10 +196,28 @@ class Ingress:
 
     @route("POST", "/v1/rerank", response_model=schemas.RerankResponse, tags=["rerank"])
     async def rerank(self, body: schemas.RerankRequest) -> dict[str, Any]:
-        """Documents ordered by relevance to the query (Cohere/TEI response shape)."""
-        self._check_texts([body.query, *body.documents], "documents")
-        answer = await self.handles.require("Rerank").rerank.remote(body.query, body.documents)
+        """Documents ordered by relevance to the query (Cohere v1/TEI response shape; the
+        `cohere.Client` works unchanged)."""
+        self._check_query_and_documents(body.query, body.texts)
+        answer = await self.handles.require("Rerank").rerank.remote(body.query, body.texts)
         return schemas.RerankResponse.from_scores(body, answer)
+
+    @route("POST", "/v2/rerank", response_model=schemas.CohereRerankResponse,
+           tags=["rerank"])
+    async def rerank_v2(self, request: Request,
+                        body: schemas.CohereRerankRequest) -> dict[str, Any]:
+        """Cohere's v2 rerank: `cohere.ClientV2(base_url=..., api_key=KEY).rerank(...)`."""
+        self._check_query_and_documents(body.query, body.documents)
+        max_length = min(body.max_tokens_per_doc or 512, 8192)
+        answer = await self.handles.require("Rerank").rerank.remote(
+            body.query, body.documents, max_length)
+        return schemas.CohereRerankResponse.from_scores(
+            body, answer, getattr(request.state, "request_id", None) or "rerank")
+
+    def _check_query_and_documents(self, query: str, documents: list[str]) -> None:
+        """Limits, with each document's own index in the field names."""
+        self._check_texts([query], "query")
+        self._check_texts(documents, "documents")
 
     # ---- training -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +26,16 @@ from serve_app.kernel.settings import Settings
 from serve_app.schemas import OcrOptions, PageOptions
 
 Result = TypeVar("Result", OcrPage, SegmentPage)
+
+
+@dataclass(frozen=True)
+class PagesRead(Generic[Result]):
+    """What a document gave: its page count, the selected pages read, and the selected
+    page numbers it does not have."""
+
+    page_count: int
+    pages: list[Result]
+    missing: list[int]
 
 
 @dataclass(frozen=True)
@@ -67,8 +77,8 @@ class Pipeline:
         self.ocr_engines = ocr_engines
 
     async def ocr(self, load: Callable[[], Awaitable[bytes]], options: OcrOptions
-                  ) -> tuple[int, list[OcrPage]]:
-        """(pages in the document, the selected pages read). Everything that can be
+                  ) -> PagesRead[OcrPage]:
+        """The selected pages read. Everything that can be
         checked is checked before `load` runs: a request that cannot succeed never
         downloads or reads anything."""
         ocr = self.handles.require("OCR")
@@ -88,10 +98,10 @@ class Pipeline:
                               confidence=ln.confidence) for ln in page.text_lines]
                 return OcrPage(**base, source="text-layer", engine="text-layer", lines=lines,
                                text=page_text(lines), timing_ms=0.0)
-            page_options = engine_options
+            page_options = {**engine_options, "dpi": page.dpi}
             if segmentation is not None:
                 found = await segmentation.segment.remote(page.image)
-                page_options = {**engine_options, "segmentation": found["lines"]}
+                page_options = {**page_options, "segmentation": found["lines"]}
             answer = await ocr.recognize.remote(page.image, engine, page_options)
             result = OcrPage(**base, source="ocr", engine=answer["engine"],
                              lines=answer["lines"], text=page_text(answer["lines"]),
@@ -104,8 +114,8 @@ class Pipeline:
         return await self._pages(data, options, options.force_ocr, read)
 
     async def segment(self, load: Callable[[], Awaitable[bytes]], options: PageOptions
-                      ) -> tuple[int, list[SegmentPage]]:
-        """(pages in the document, the baselines and regions of the selected pages)."""
+                      ) -> PagesRead[SegmentPage]:
+        """The baselines and regions of the selected pages."""
         segmentation = self.handles.require("Segmentation")
         data = await load()
 
@@ -118,14 +128,14 @@ class Pipeline:
         return await self._pages(data, options, True, read)
 
     async def _pages(self, data: bytes, options: PageOptions, force_ocr: bool,
-                     read: Callable[[Page], Awaitable[Result]]) -> tuple[int, list[Result]]:
+                     read: Callable[[Page], Awaitable[Result]]) -> PagesRead[Result]:
         """Render selected pages one at a time (PyMuPDF is single-threaded per document),
         keep at most OCR_PAGES_IN_FLIGHT of them in flight (bounding memory and the load on
         the LLM), run `read` on each concurrently; each result gets its timing."""
         doc = await run_in_threadpool(Document, data, self.settings.max_page_pixels)
         with doc:
             page_count = doc.page_count
-            numbers = parse_pages(options.pages, page_count, self.settings.max_pages)
+            numbers, missing = parse_pages(options.pages, page_count, self.settings.max_pages)
             slots = asyncio.Semaphore(self.settings.pages_in_flight)
 
             async def one(number: int) -> Result:
@@ -148,4 +158,4 @@ class Pipeline:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return page_count, results
+        return PagesRead(page_count, results, missing)

@@ -96,6 +96,8 @@ class OcrRequest(OcrOptions):
 
 class OcrResponse(BaseModel):
     page_count: int = Field(description="Pages in the whole document.")
+    missing_pages: list[int] | None = Field(
+        None, description="Selected pages the document does not have (left out).")
     pages: list[OcrPage] | None = None
     text: str | None = None
     alto: str | None = Field(None, description="ALTO 4.4 XML, a Page per selected page.")
@@ -104,11 +106,13 @@ class OcrResponse(BaseModel):
     hocr: str | None = Field(None, description="hOCR 1.2 XHTML, an ocr_page per page.")
 
     @classmethod
-    def from_pages(cls, page_count: int, pages: list[OcrPage], formats: list[str],
-                   name: str) -> dict[str, Any]:
-        """The asked formats, all from the same pages; `name` is the file ALTO and
-        PAGE-XML cite."""
-        result: dict[str, Any] = {"page_count": page_count}
+    def from_pages(cls, read: Any, formats: list[str], name: str) -> dict[str, Any]:
+        """The asked formats, all from the same pages (a pipeline's PagesRead); `name` is
+        the file ALTO and PAGE-XML cite."""
+        pages: list[OcrPage] = read.pages
+        result: dict[str, Any] = {"page_count": read.page_count}
+        if read.missing:
+            result["missing_pages"] = read.missing
         engines = [page["engine"] for page in pages]
         if "json" in formats:
             result["pages"] = pages
@@ -139,7 +143,14 @@ class SegmentRequest(SegmentOptions):
 class SegmentResponse(BaseModel):
     model: str
     page_count: int
+    missing_pages: list[int] = Field(
+        default_factory=list, description="Selected pages the document does not have.")
     pages: list[SegmentPage]
+
+    @classmethod
+    def from_pages(cls, model: str, read: Any) -> dict[str, Any]:
+        return {"model": model, "page_count": read.page_count, "missing_pages": read.missing,
+                "pages": read.pages}
 
 
 class EmbedRequest(Strict):
@@ -223,11 +234,60 @@ def _base64(vector: np.ndarray) -> str:
     return base64.b64encode(vector.astype("<f4").tobytes()).decode()
 
 
+class RerankDocument(Strict):
+    """A document as Cohere's clients may send it."""
+
+    text: str
+
+
 class RerankRequest(Strict):
     query: str = Field(min_length=1, examples=["Testament der Großmutter"])
-    documents: list[str] = Field(min_length=1, examples=[["Kaufvertrag 1923", "Testament 1951"]])
+    documents: list[str | RerankDocument] = Field(
+        min_length=1, examples=[["Kaufvertrag 1923", "Testament 1951"]],
+        description="Texts, or {\"text\": ...} objects as Cohere's v1 client sends them.")
     top_n: int | None = Field(None, ge=1)
     return_documents: bool = False
+    model: str | None = Field(None, max_length=200, description="Accepted as rerank "
+                              "clients send it; the deployed model answers, and the "
+                              "response names it.")
+
+    @property
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class CohereRerankRequest(Strict):
+    """Cohere's v2 rerank request (`cohere.ClientV2().rerank`)."""
+
+    model: str = Field(max_length=200, description="Accepted; the deployed model answers.")
+    query: str = Field(min_length=1)
+    documents: list[str] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1)
+    max_tokens_per_doc: int | None = Field(None, ge=1, le=8192)
+
+
+class CohereRerankResult(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class CohereRerankResponse(BaseModel):
+    """Cohere's v2 rerank response."""
+
+    id: str
+    results: list[CohereRerankResult]
+    meta: dict[str, Any]
+
+    @classmethod
+    def from_scores(cls, request: CohereRerankRequest, answer: dict[str, Any],
+                    request_id: str) -> dict[str, Any]:
+        scores = answer["scores"]
+        order = sorted(range(len(request.documents)), key=lambda i: -scores[i])
+        return {"id": request_id,
+                "results": [{"index": i, "relevance_score": scores[i]}
+                            for i in order[: request.top_n]],
+                "meta": {"api_version": {"version": "2"},
+                         "billed_units": {"search_units": 1}, "model": answer["model"]}}
 
 
 class RerankResult(BaseModel):
@@ -244,10 +304,10 @@ class RerankResponse(BaseModel):
     @classmethod
     def from_scores(cls, request: RerankRequest, answer: dict[str, Any]) -> dict[str, Any]:
         """The documents by falling score, the best top_n of them."""
-        scores = answer["scores"]
-        order = sorted(range(len(request.documents)), key=lambda i: -scores[i])
+        scores, texts = answer["scores"], request.texts
+        order = sorted(range(len(texts)), key=lambda i: -scores[i])
         results = [{"index": i, "relevance_score": scores[i],
-                    "document": request.documents[i] if request.return_documents else None}
+                    "document": texts[i] if request.return_documents else None}
                    for i in order[: request.top_n]]
         return {"model": answer["model"], "method": answer["method"], "results": results}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pymupdf
@@ -34,6 +35,8 @@ _IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 # A page with at least this many visible characters in its text layer is born-digital.
 BORN_DIGITAL_MIN_CHARS = 16
+# Missing pages named in a response, at most (a selection like "1-99999" of a scan).
+MAX_MISSING_LISTED = 1000
 
 
 def sniff(data: bytes) -> str:
@@ -51,12 +54,22 @@ def sniff(data: bytes) -> str:
     )
 
 
-def parse_pages(spec: str | None, page_count: int, max_pages: int) -> list[int]:
-    """1-based page numbers for a selection like "1-3,7" (None or "all": every page)."""
+class Selection(NamedTuple):
+    """The selected pages that exist, in the order asked, and the ones that do not."""
+
+    pages: list[int]
+    missing: list[int]
+
+
+def parse_pages(spec: str | None, page_count: int, max_pages: int) -> Selection:
+    """1-based page numbers for a selection like "1-3,7" (None or "all": every page).
+
+    Pages past the end are left out and listed as missing, so "1-2" of a one-page scan
+    reads its page; only a selection in which no page exists is refused."""
     if spec is None or spec.strip().lower() in ("", "all"):
-        pages = list(range(1, page_count + 1))
+        asked = list(range(1, page_count + 1))
     else:
-        pages = []
+        asked = []
         for part in spec.split(","):
             part = part.strip()
             try:
@@ -70,19 +83,26 @@ def parse_pages(spec: str | None, page_count: int, max_pages: int) -> list[int]:
                     f"invalid page selection {spec!r}: use numbers and ranges like '1-3,7'",
                     detail={"field": "pages"},
                 ) from None
-            if first < 1 or last > page_count or first > last:
+            if first < 1 or first > last:
                 raise InvalidInput(
-                    f"page range {part!r} is outside the document's pages 1-{page_count}",
+                    f"page range {part!r} is not a range of pages: pages count from 1",
                     detail={"field": "pages", "page_count": page_count},
                 )
-            pages.extend(range(first, last + 1))
-        pages = list(dict.fromkeys(pages))
+            asked.extend(range(first, min(last, page_count + MAX_MISSING_LISTED) + 1))
+        asked = list(dict.fromkeys(asked))
+    pages = [number for number in asked if number <= page_count]
+    missing = [number for number in asked if number > page_count]
+    if not pages:
+        raise InvalidInput(
+            f"none of the pages {spec!r} is in the document: it has pages 1-{page_count}",
+            detail={"field": "pages", "page_count": page_count},
+        )
     if len(pages) > max_pages:
         raise PayloadTooLarge(
             f"{len(pages)} pages selected; at most {max_pages} per request",
             detail={"max_pages": max_pages},
         )
-    return pages
+    return Selection(pages, missing)
 
 
 @dataclass(frozen=True)
@@ -166,15 +186,17 @@ class Document:
         return Page(number, pix.width, pix.height, dpi, image=_rgb_array(pix))
 
     def _image_page(self, number: int) -> Page:
-        # The header tells the pixel size before anything is decoded (decompression bombs).
-        with Image.open(io.BytesIO(self._data)) as header:
-            header.seek(number - 1)
-            width, height = header.size
-        self._check_pixels(number, width, height)
-        page = self._doc[number - 1]
-        scale = width / page.rect.width  # render at the scan's own resolution
-        pix = page.get_pixmap(matrix=pymupdf.Matrix(scale, scale), alpha=False)
-        return Page(number, pix.width, pix.height, round(72 * scale), image=_rgb_array(pix))
+        """The image's own pixels, decoded by PIL: never resampled by a re-render, which
+        blurs a scan and costs OCR accuracy. The DPI comes from the file's metadata."""
+        with Image.open(io.BytesIO(self._data)) as image:
+            image.seek(number - 1)  # the header tells the size before anything is decoded
+            width, height = image.size
+            self._check_pixels(number, width, height)
+            dpi = _metadata_dpi(image.info.get("dpi"))
+            pixels = _rgb(image)
+        if dpi is None:  # no metadata: what PyMuPDF assumes for the image
+            dpi = round(72 * width / self._doc[number - 1].rect.width)
+        return Page(number, width, height, dpi, image=pixels)
 
     def _check_pixels(self, number: int, width: int, height: int) -> None:
         if width * height > self.max_page_pixels:
@@ -195,6 +217,27 @@ def _text_layer(page: pymupdf.Page, scale: float) -> list[TextLine]:
             x0, y0, x1, y1 = (round(v * scale, 1) for v in line["bbox"])
             lines.append(TextLine(text=text, bbox=(x0, y0, x1, y1), confidence=1.0))
     return lines
+
+
+def _metadata_dpi(value: object) -> int | None:
+    """The horizontal DPI a file declares (PIL's info["dpi"]), if it is plausible."""
+    try:
+        dpi = round(float(value[0]))  # type: ignore[index]
+    except (TypeError, ValueError, IndexError):
+        return None
+    return dpi if 10 <= dpi <= 10_000 else None
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    """8-bit RGB from any PIL mode: 16-bit greys scaled, transparency on white."""
+    if image.mode.startswith("I"):  # 16/32-bit greys: PIL's convert would clip them
+        image = image.point(lambda value: value * (1 / 256)).convert("L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in
+                                                 image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("RGB")).copy()
 
 
 def _rgb_array(pix: pymupdf.Pixmap) -> np.ndarray:

@@ -213,3 +213,16 @@ def test_cli_ocrs_a_folder_through_the_service(service: dict[str, object], tmp_p
     assert (out / "a.txt").read_text().splitlines() == LINES
     assert "HAMBURG" in (out / "b.txt").read_text().upper()
     assert json.loads((out / "b.json").read_text())["pages"][0]["source"] == "ocr"
+
+
+def test_pages_past_the_end_are_named_not_refused(client: httpx.Client, upload) -> None:
+    path = upload("docs/two-pages.pdf", text_pdf(pages=2))
+    response = client.post("/v1/ocr", json={"source": {"path": path}, "pages": "2-4"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [page["page"] for page in body["pages"]] == [2]
+    assert body["missing_pages"] == [3, 4]
+    whole = client.post("/v1/ocr", json={"source": {"path": path}}).json()
+    assert "missing_pages" not in whole and len(whole["pages"]) == 2
+    none = client.post("/v1/ocr", json={"source": {"path": path}, "pages": "3-4"})
+    assert none.status_code == 422 and "none of the pages" in none.json()["error"]["message"]

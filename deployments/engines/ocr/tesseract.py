@@ -58,15 +58,18 @@ class TesseractEngine:
 
     async def recognize(self, image: np.ndarray, options: dict[str, Any]) -> list[Line]:
         languages = self.languages(options.get("languages") or [])
-        return await asyncio.to_thread(self._recognize, image, languages)
+        return await asyncio.to_thread(self._recognize, image, languages, options.get("dpi"))
 
-    def _recognize(self, image: np.ndarray, languages: str) -> list[Line]:
+    def _recognize(self, image: np.ndarray, languages: str, dpi: int | None = None
+                   ) -> list[Line]:
         import cv2
 
         _, png = cv2.imencode(".png", image[:, :, ::-1])
+        # The page's own DPI: tesseract sizes its expectations of glyphs by it.
+        resolution = ["--dpi", str(dpi)] if dpi else []
         done = subprocess.run([self.binary, "stdin", "stdout", "-l", languages, "--psm", "3",
-                               "tsv"], input=png.tobytes(), capture_output=True, timeout=600,
-                              check=False)
+                               *resolution, "tsv"], input=png.tobytes(), capture_output=True,
+                              timeout=600, check=False)
         if done.returncode != 0:
             raise InvalidInput(f"tesseract failed: {done.stderr.decode(errors='replace')[-300:]}")
         return parse_tsv(done.stdout.decode("utf-8", errors="replace"))

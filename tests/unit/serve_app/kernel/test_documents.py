@@ -98,7 +98,15 @@ def test_pixel_limit_stops_decompression_bombs_before_rendering() -> None:
     ],
 )
 def test_page_selections(spec: str | None, count: int, expected: list[int]) -> None:
-    assert parse_pages(spec, count, max_pages=50) == expected
+    assert parse_pages(spec, count, max_pages=50) == (expected, [])
+
+
+def test_pages_past_the_end_are_left_out_and_named() -> None:
+    assert parse_pages("1-2", 1, max_pages=50) == ([1], [2])
+    assert parse_pages("3,1,9", 3, max_pages=50) == ([3, 1], [9])
+    assert parse_pages("2-99999", 2, max_pages=50).missing[-1] == 1002  # listed, bounded
+    with pytest.raises(InvalidInput, match="none of the pages '4-5'"):
+        parse_pages("4-5", 3, max_pages=50)
 
 
 @pytest.mark.parametrize("spec", ["0", "4", "3-1", "a", "1-", "1,,2", "-2", "1-2-3"])
@@ -111,3 +119,31 @@ def test_bad_page_selections_name_the_field(spec: str) -> None:
 def test_too_many_pages_is_413() -> None:
     with pytest.raises(PayloadTooLarge, match="at most 2"):
         parse_pages("1-3", 3, max_pages=2)
+
+
+@pytest.mark.parametrize("kind", ["PNG", "JPEG", "TIFF"])
+def test_images_reach_the_engines_with_their_own_pixels(kind: str) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    source = Image.open(io.BytesIO(scan_png(dpi=150))).convert("L")
+    buffer = io.BytesIO()
+    source.save(buffer, format=kind, dpi=(150, 150))
+    data = buffer.getvalue()
+    with Document(data, 10**8) as doc:
+        page = doc.page(1, dpi=300)
+    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert page.image is not None and np.array_equal(page.image, decoded)
+    assert (page.width, page.height, page.dpi) == (source.width, source.height, 150)
+
+
+def test_the_real_scan_keeps_its_pixels_and_resolution() -> None:
+    import numpy as np
+    from PIL import Image
+
+    with Document(REAL_PAGE.read_bytes(), 10**8) as doc:
+        page = doc.page(1, dpi=300)
+    original = np.asarray(Image.open(REAL_PAGE).convert("RGB"))
+    assert page.image is not None and np.array_equal(page.image, original)
