@@ -14,12 +14,16 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.engines.ocr import ENGINES, EngineUnavailable, OcrEngine, ocr_engines
+from deployments.engines.ocr.tesseract import TesseractEngine
 from deployments.models import ModelSpec, resolve_weights
 from deployments.replica import ControllerAnswer, ModelReplica
 from serve_app.kernel.errors import InvalidInput
 from serve_app.kernel.settings import Settings
 
 logger = logging.getLogger("ray.serve")
+# OSD's script confidence from which auto reads a page as Fraktur print: the real Fraktur
+# page of tests/fixtures/real scores 13.6; synthetic Latin scans stay under 1.
+FRAKTUR_MIN_CONFIDENCE = 2.0
 
 
 class EngineSet:
@@ -117,6 +121,27 @@ class OCR(ModelReplica):
         return self.engine.by_name[self.deployed.resolve(engine, languages,
                                                          self.engine.unavailable)]
 
+    async def choose_for_page(self, engine: str, languages: list[str], image: np.ndarray
+                              ) -> tuple[OcrEngine, str | None, list[str]]:
+        """The engine for this page and, for auto, why: the request's languages when it
+        names German or Fraktur, else the page itself: tesseract's script detection picks
+        its Fraktur model for Fraktur print (a backend rarely knows what it uploads)."""
+        chosen = self.choose(engine, languages)
+        if engine != "auto":
+            return chosen, None, languages
+        if languages:
+            return chosen, f"auto: languages {languages} -> {chosen.name}", languages
+        tesseract = self.engine.by_name.get("tesseract")
+        if not isinstance(tesseract, TesseractEngine):
+            return chosen, (f"auto: {chosen.name}, the default (no tesseract here to detect "
+                            "the script)"), languages
+        script, confidence = await tesseract.script(image)
+        seen = f"tesseract's script detection: {script} (confidence {confidence:.1f})"
+        if script == "Fraktur" and confidence >= FRAKTUR_MIN_CONFIDENCE:
+            # Its Fraktur model alone reads Fraktur best (bench/ocr_quality.py).
+            return tesseract, f"auto: {seen} -> tesseract, Fraktur", ["fraktur"]
+        return chosen, f"auto: {seen} -> {chosen.name}, the default", languages
+
     async def recognize(self, image: np.ndarray, engine: str, options: dict[str, Any]
                         ) -> dict[str, Any]:
         """{"engine": the engine that ran, "lines": its lines, "model": the trained model
@@ -124,7 +149,9 @@ class OCR(ModelReplica):
         if image.ndim != 3 or image.shape[2] != 3:
             raise InvalidInput("page image must be RGB")
         await self.sync_trained()
-        chosen = self.choose(engine, options.get("languages") or [])
+        chosen, why, languages = await self.choose_for_page(
+            engine, options.get("languages") or [], image)
+        options = {**options, "languages": languages}
         await self.follower.ensure()
         answer = await self.keep_alive.get()
         self.llm_pages += chosen.name == "llm"
@@ -134,7 +161,7 @@ class OCR(ModelReplica):
             lines = await chosen.recognize(image, {**options, "keep_alive": keep_alive})
         finally:
             self.llm_pages -= chosen.name == "llm"
-        return {"engine": chosen.name, "lines": lines,
+        return {"engine": chosen.name, "lines": lines, "reason": why,
                 "model": self.engine.models.get(chosen.name)}
 
     def engines(self) -> list[str]:

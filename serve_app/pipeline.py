@@ -109,6 +109,8 @@ class Pipeline:
             if answer.get("model"):
                 result.update(model=answer["model"]["name"],
                               model_version=answer["model"]["version"])
+            if answer.get("reason"):
+                result["engine_reason"] = answer["reason"]
             return result
 
         return await self._pages(data, options, options.force_ocr, read)

@@ -63,6 +63,8 @@ class OcrPage(TypedDict):
         description="The trained model that read the page (engines serving one: kraken).")]]
     model_version: NotRequired[Annotated[int | None, Field(
         description="Its version (GET /v1/models/{name}/versions).")]]
+    engine_reason: NotRequired[Annotated[str, Field(
+        description="engine=auto: why this engine read the page.")]]
 
 
 class BaselineLine(TypedDict):

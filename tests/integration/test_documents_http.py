@@ -226,3 +226,18 @@ def test_pages_past_the_end_are_named_not_refused(client: httpx.Client, upload) 
     assert "missing_pages" not in whole and len(whole["pages"]) == 2
     none = client.post("/v1/ocr", json={"source": {"path": path}, "pages": "3-4"})
     assert none.status_code == 422 and "none of the pages" in none.json()["error"]["message"]
+
+
+def test_auto_reads_a_real_fraktur_scan_with_tesseract_from_the_page_alone(
+        client: httpx.Client) -> None:
+    from tests.fixtures.documents import REAL_PAGE
+
+    response = client.post("/v1/ocr/upload", files={"file": (REAL_PAGE.name,
+                                                              REAL_PAGE.read_bytes())},
+                           data={"options": json.dumps({"engine": "auto"})})
+    assert response.status_code == 200, response.text
+    [page] = response.json()["pages"]
+    assert page["engine"] == "tesseract"
+    assert "Fraktur" in page["engine_reason"]
+    assert (page["width"], page["height"]) == (1457, 2084)  # the scan's own pixels
+    assert "Aufklärung" in page["text"] or "Vorurtheile" in page["text"]

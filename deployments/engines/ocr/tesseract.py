@@ -7,6 +7,7 @@ so German and Fraktur scans use it where it is installed."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 from typing import Any, ClassVar
@@ -73,6 +74,32 @@ class TesseractEngine:
         if done.returncode != 0:
             raise InvalidInput(f"tesseract failed: {done.stderr.decode(errors='replace')[-300:]}")
         return parse_tsv(done.stdout.decode("utf-8", errors="replace"))
+
+
+    async def script(self, image: np.ndarray) -> tuple[str, float]:
+        """tesseract's script detection (OSD) on the page: (script, confidence); ("unknown",
+        0.0) where it finds too little text to say."""
+        return await asyncio.to_thread(self._script, image)
+
+    def _script(self, image: np.ndarray) -> tuple[str, float]:
+        import cv2
+
+        if "osd" not in self.installed:
+            return "unknown", 0.0
+        _, png = cv2.imencode(".png", image[:, :, ::-1])
+        done = subprocess.run([self.binary, "stdin", "stdout", "--psm", "0"],
+                              input=png.tobytes(), capture_output=True, timeout=120,
+                              check=False)
+        return parse_osd(done.stdout.decode("utf-8", errors="replace"))
+
+
+def parse_osd(text: str) -> tuple[str, float]:
+    """(script, confidence) from tesseract's --psm 0 report."""
+    script = re.search(r"^Script: (\S+)", text, re.M)
+    confidence = re.search(r"^Script confidence: ([0-9.]+)", text, re.M)
+    if not script or not confidence:
+        return "unknown", 0.0
+    return script.group(1), float(confidence.group(1))
 
 
 def parse_tsv(tsv: str) -> list[Line]:

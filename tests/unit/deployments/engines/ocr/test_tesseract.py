@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from deployments.engines.ocr.tesseract import TesseractEngine, parse_tsv
+from deployments.engines.ocr.tesseract import TesseractEngine, parse_osd, parse_tsv
 from deployments.models import load_catalog
 from serve_app.kernel.errors import InvalidInput
 from serve_app.kernel.settings import Settings
@@ -44,3 +44,10 @@ def test_languages_map_to_installed_models(clean_env: pytest.MonkeyPatch) -> Non
     assert engine.languages(["fraktur", "DEU", "de"]) == "Fraktur+deu"
     with pytest.raises(InvalidInput, match="installed"):
         engine.languages(["klingon"])
+
+
+def test_the_script_detection_report() -> None:
+    report = ("Page number: 0\nOrientation in degrees: 0\nRotate: 0\n"
+              "Orientation confidence: 16.50\nScript: Fraktur\nScript confidence: 13.64\n")
+    assert parse_osd(report) == ("Fraktur", 13.64)
+    assert parse_osd("Too few characters. Skipping this page\n") == ("unknown", 0.0)
