@@ -105,7 +105,7 @@ class Pipeline:
             answer = await ocr.recognize.remote(page.image, engine, page_options)
             result = OcrPage(**base, source="ocr", engine=answer["engine"],
                              lines=answer["lines"], text=page_text(answer["lines"]),
-                             timing_ms=0.0)
+                             timing_ms=0.0, pixels=page.pixels)
             if answer.get("model"):
                 result.update(model=answer["model"]["name"],
                               model_version=answer["model"]["version"])

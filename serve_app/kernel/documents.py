@@ -35,6 +35,8 @@ _IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 # A page with at least this many visible characters in its text layer is born-digital.
 BORN_DIGITAL_MIN_CHARS = 16
+# An image covering this share of a PDF page makes it a scanned page.
+SCAN_COVERAGE = 0.95
 # Missing pages named in a response, at most (a selection like "1-99999" of a scan).
 MAX_MISSING_LISTED = 1000
 
@@ -125,6 +127,9 @@ class Page:
     dpi: int
     text_lines: list[TextLine] | None = None
     image: np.ndarray | None = field(default=None, repr=False)
+    # "original": the file's own pixels (an image, or a PDF page's embedded scan);
+    # "rendered": a PDF page drawn at the request's dpi.
+    pixels: str = "original"
 
 
 class Document:
@@ -181,9 +186,33 @@ class Document:
             lines = _text_layer(page, scale)
             if sum(len(line.text.replace(" ", "")) for line in lines) >= BORN_DIGITAL_MIN_CHARS:
                 return Page(number, width, height, dpi, text_lines=lines)
+        scan = self._embedded_scan(page, number)
+        if scan is not None:
+            return scan
         self._check_pixels(number, width, height)
         pix = page.get_pixmap(matrix=pymupdf.Matrix(scale, scale), alpha=False)
-        return Page(number, pix.width, pix.height, dpi, image=_rgb_array(pix))
+        return Page(number, pix.width, pix.height, dpi, image=_rgb_array(pix), pixels="rendered")
+
+    def _embedded_scan(self, page: pymupdf.Page, number: int) -> Page | None:
+        """A scanned page (one upright image covering the page, as scanners write PDFs):
+        the image's own pixels at its own resolution, as OCRmyPDF reads them, instead of
+        a render at `dpi` that would resample the scan."""
+        infos = page.get_image_info(xrefs=True)
+        if len(infos) != 1 or page.rotation:
+            return None
+        info = infos[0]
+        a, b, c, d, _, _ = info["transform"]
+        covered = pymupdf.Rect(info["bbox"]) & page.rect
+        if not info.get("xref") or b or c or a <= 0 or d <= 0 or (
+                covered.get_area() < SCAN_COVERAGE * page.rect.get_area()):
+            return None
+        width, height = int(info["width"]), int(info["height"])
+        self._check_pixels(number, width, height)
+        pix = pymupdf.Pixmap(self._doc, info["xref"])
+        if (pix.width, pix.height) != (width, height):
+            return None
+        dpi = round(width / (page.rect.width / 72.0))
+        return Page(number, width, height, dpi, image=_rgb_array(pix), pixels="original")
 
     def _image_page(self, number: int) -> Page:
         """The image's own pixels, decoded by PIL: never resampled by a re-render, which

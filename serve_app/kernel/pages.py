@@ -65,6 +65,9 @@ class OcrPage(TypedDict):
         description="Its version (GET /v1/models/{name}/versions).")]]
     engine_reason: NotRequired[Annotated[str, Field(
         description="engine=auto: why this engine read the page.")]]
+    pixels: NotRequired[Annotated[Literal["original", "rendered"], Field(
+        description="original: the engine read the file's own pixels (an image, or the "
+        "scan embedded in a PDF page); rendered: a PDF page drawn at `dpi`.")]]
 
 
 class BaselineLine(TypedDict):

@@ -240,4 +240,5 @@ def test_auto_reads_a_real_fraktur_scan_with_tesseract_from_the_page_alone(
     assert page["engine"] == "tesseract"
     assert "Fraktur" in page["engine_reason"]
     assert (page["width"], page["height"]) == (1457, 2084)  # the scan's own pixels
+    assert page["pixels"] == "original"
     assert "Aufklärung" in page["text"] or "Vorurtheile" in page["text"]

@@ -147,3 +147,25 @@ def test_the_real_scan_keeps_its_pixels_and_resolution() -> None:
         page = doc.page(1, dpi=300)
     original = np.asarray(Image.open(REAL_PAGE).convert("RGB"))
     assert page.image is not None and np.array_equal(page.image, original)
+
+
+def test_a_pdf_that_wraps_a_scan_yields_the_embedded_image_itself() -> None:
+    import io
+
+    import numpy as np
+    import pymupdf
+    from PIL import Image
+
+    scan = Image.open(io.BytesIO(scan_png(dpi=150))).convert("RGB")
+    png = io.BytesIO()
+    scan.save(png, format="PNG")
+    doc = pymupdf.open()
+    page = doc.new_page(width=scan.width * 72 / 150, height=scan.height * 72 / 150)
+    page.insert_image(page.rect, stream=png.getvalue())
+    with Document(doc.tobytes(), 10**8) as opened:
+        read = opened.page(1, dpi=300)
+    assert (read.width, read.height, read.dpi, read.pixels) == (
+        scan.width, scan.height, 150, "original")
+    assert read.image is not None and np.array_equal(read.image, np.asarray(scan))
+    with Document(scanned_pdf(), 10**8) as partial:  # an image on part of a page
+        assert partial.page(1, dpi=100).pixels == "rendered"
