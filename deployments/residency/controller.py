@@ -118,13 +118,11 @@ class Residency:
         keys = set(seen) | {r.gpu for r in reports if r.gpu} | set(self.states)
         for key in sorted(keys):
             footprints = self._footprints_on(key, reports)
-            if key not in self.states:
-                self.states[key] = initial_state(footprints, now, self.gpu)
-            state = self.states[key]
-            for name in footprints.keys() - state.placements.keys():  # a replica arrived
-                state = replace(state, placements={**state.placements,
-                                                   name: initial_state({name: 1}, now,
-                                                                       self.gpu).placements[name]})
+            state = self.states.get(key) or initial_state({}, now, self.gpu)
+            arrived = {n: mb for n, mb in footprints.items() if n not in state.placements}
+            if arrived:  # replicas seen on this GPU for the first time start where Ray put them
+                state = replace(state, placements={
+                    **state.placements, **initial_state(arrived, now, self.gpu).placements})
             snapshot = seen.get(key)
             releasing = sum(r.held_mb for r in reports if r.gpu == key and r.device == "cuda"
                             and state.placements.get(r.deployment) is not None
@@ -132,7 +130,7 @@ class Residency:
             before = len(state.history)
             state = decide(snapshot.free_mb if snapshot else None, self.profile, footprints,
                            state, now, releasing)
-            made += [replace(d, deployment=d.deployment) for d in state.history[before:]]
+            made += state.history[before:]
             self.states[key] = replace(state, history=())
         self.history = (self.history + made)[-HISTORY:]
         llm_gpu = max(seen.values(), key=lambda g: g.llm_used_mb, default=None)
