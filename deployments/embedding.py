@@ -69,7 +69,11 @@ def batch_tokens(jobs: list[EmbedJob]) -> int:
     return sum(job.size for job in jobs)
 
 
-@serve.deployment(name="Embedding", max_ongoing_requests=64, health_check_period_s=10)
+# Bounded queue: on 2 cores (~350 sentences/s) 64 running and 96 queued requests of 64
+# sentences are about 30 s of work, so an accepted request answers in bounded time and a
+# request beyond that gets 503 with Retry-After at once (serve_app/calls.py).
+@serve.deployment(name="Embedding", max_ongoing_requests=64, max_queued_requests=96,
+                  health_check_period_s=10)
 class Embedding(ModelReplica):
     """Dynamic batching across requests, bounded in tokens; one length-sorted forward per
     padded-token budget."""

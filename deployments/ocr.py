@@ -66,7 +66,10 @@ class EngineSet:
         self.device = device
 
 
-@serve.deployment(name="OCR", max_ongoing_requests=32, health_check_period_s=10)
+# Bounded queue: 8 pages in flight per document, so about 12 documents at once; beyond
+# that, 503 with Retry-After rather than a wait no client would sit through.
+@serve.deployment(name="OCR", max_ongoing_requests=32, max_queued_requests=64,
+                  health_check_period_s=10)
 class OCR(ModelReplica):
     """One replica holds the OCR engines on its GPU share (or the CPU)."""
 

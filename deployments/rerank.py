@@ -18,7 +18,10 @@ from deployments.replica import ModelReplica
 from serve_app.kernel.settings import Settings
 
 
-@serve.deployment(name="Rerank", max_ongoing_requests=64, health_check_period_s=10)
+# Bounded queue, sized like the Embedding deployment's (it calls it, or a model of the
+# same size): beyond it, 503 with Retry-After.
+@serve.deployment(name="Rerank", max_ongoing_requests=64, max_queued_requests=96,
+                  health_check_period_s=10)
 class Rerank(ModelReplica):
     """Scores (query, document) pairs; requests arriving together share forwards."""
 

@@ -16,7 +16,10 @@ from serve_app.kernel.pages import Segmentation as PageSegmentation
 from serve_app.kernel.settings import Settings
 
 
-@serve.deployment(name="Segmentation", max_ongoing_requests=4, health_check_period_s=10)
+# Bounded queue: a blla page takes seconds on a CPU; 20 pages waiting is the most an
+# accepted request should queue behind.
+@serve.deployment(name="Segmentation", max_ongoing_requests=4, max_queued_requests=16,
+                  health_check_period_s=10)
 class Segmentation(ModelReplica):
     """Baseline segmentation of page images."""
 

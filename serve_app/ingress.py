@@ -22,12 +22,13 @@ import orjson
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from pydantic import ValidationError
 from ray import serve
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from serve_app import schemas
 from serve_app.asgi import build_http_app, expected_api_key, route
+from serve_app.calls import answer
 from serve_app.error_handlers import field_errors
 from serve_app.kernel.datasets import Kind, scan_dataset, too_few
 from serve_app.kernel.engines import OcrEngines
@@ -67,6 +68,9 @@ class Ingress:
 
     async def __del__(self) -> None:
         await self.http.aclose()
+
+    async def _call(self, response: DeploymentResponse, what: str) -> Any:
+        return await answer(response, self.settings.call_timeout_s, what)
 
     # ---- health -----------------------------------------------------------------------
 
@@ -172,8 +176,8 @@ class Ingress:
         self._check_texts(body.texts, "texts")
         want = [name for name, asked in (("dense", body.return_dense),
                 ("sparse", body.return_sparse), ("colbert", body.return_colbert)) if asked]
-        items = await self.handles.require("Embedding").embed.remote(body.texts, want,
-                                                                      body.max_length)
+        items = await self._call(self.handles.require("Embedding").embed.remote(
+            body.texts, want, body.max_length), "the Embedding deployment")
         return _json(schemas.EmbedResponse.from_items(self.models["Embedding"], items))
 
     @route("POST", "/v1/embeddings", response_model=schemas.OpenAIEmbeddingResponse,
@@ -185,7 +189,8 @@ class Ingress:
         if not texts:
             raise InvalidInput("input is empty", {"field": "input"})
         self._check_texts(texts, "input")
-        items = await self.handles.require("Embedding").embed.remote(texts, ["dense"], None)
+        items = await self._call(self.handles.require("Embedding").embed.remote(
+            texts, ["dense"], None), "the Embedding deployment")
         size = len(items[0]["dense"])
         if body.dimensions not in (None, size):
             raise InvalidInput(f"model {self.models['Embedding']!r} has {size} dimensions; "
@@ -199,7 +204,8 @@ class Ingress:
         """Documents ordered by relevance to the query (Cohere v1/TEI response shape; the
         `cohere.Client` works unchanged)."""
         self._check_query_and_documents(body.query, body.texts)
-        answer = await self.handles.require("Rerank").rerank.remote(body.query, body.texts)
+        answer = await self._call(self.handles.require("Rerank").rerank.remote(
+            body.query, body.texts), "the Rerank deployment")
         return schemas.RerankResponse.from_scores(body, answer)
 
     @route("POST", "/v2/rerank", response_model=schemas.CohereRerankResponse,
@@ -209,8 +215,8 @@ class Ingress:
         """Cohere's v2 rerank: `cohere.ClientV2(base_url=..., api_key=KEY).rerank(...)`."""
         self._check_query_and_documents(body.query, body.documents)
         max_length = min(body.max_tokens_per_doc or 512, 8192)
-        answer = await self.handles.require("Rerank").rerank.remote(
-            body.query, body.documents, max_length)
+        answer = await self._call(self.handles.require("Rerank").rerank.remote(
+            body.query, body.documents, max_length), "the Rerank deployment")
         return schemas.CohereRerankResponse.from_scores(
             body, answer, getattr(request.state, "request_id", None) or "rerank")
 
@@ -232,7 +238,7 @@ class Ingress:
         self._check_training_token(token)
         trainer = self.handles.require("Trainer")
         parsed = _parse_options(options, schemas.TrainOptions)
-        running = await trainer.running.remote()
+        running = await self._call(trainer.running.remote(), "the Trainer")
         if running is not None:
             raise Conflict(f"training job {running['job_id']} is {running['status']}: one "
                            "training at a time", {"job_id": running["job_id"]})
@@ -251,7 +257,8 @@ class Ingress:
         except BaseException:
             await run_in_threadpool(shutil.rmtree, root, True)
             raise
-        job = await trainer.submit.remote(dataset, parsed.model_dump())  # owns the dataset
+        job = await self._call(trainer.submit.remote(dataset, parsed.model_dump()),
+                               "the Trainer")  # it owns the dataset from here on
         return JSONResponse({"job_id": job["job_id"], "status": job["status"]},
                             status_code=202,
                             headers={"Location": f"/v1/train/jobs/{job['job_id']}"})
@@ -285,10 +292,12 @@ class Ingress:
     @route("GET", "/v1/train/jobs", response_model=list[schemas.TrainJob], tags=["training"])
     async def train_jobs(self) -> list[dict[str, Any]]:
         """The last 10 training jobs, newest first."""
-        return await self.handles.require("Trainer").recent.remote(10)
+        return await self._call(self.handles.require("Trainer").recent.remote(10),
+                                "the Trainer")
 
     async def _job(self, job_id: str) -> dict[str, Any]:
-        job = await self.handles.require("Trainer").job.remote(job_id)
+        job = await self._call(self.handles.require("Trainer").job.remote(job_id),
+                               "the Trainer")
         if job is None:
             raise NotFound(f"no training job {job_id!r}", {"job_id": job_id})
         return job
@@ -312,7 +321,7 @@ class Ingress:
         async def events() -> Any:
             after, epochs = 0, first["epochs"]
             while True:
-                news = await trainer.watch.remote(job_id, after)
+                news = await self._call(trainer.watch.remote(job_id, after), "the Trainer")
                 for epoch in news["epochs"]:
                     after = epoch["epoch"]
                     yield _sse("epoch", {"job_id": job_id, **epoch, "epochs": epochs,
@@ -332,7 +341,8 @@ class Ingress:
            tags=["training"])
     async def model_versions(self, name: str) -> dict[str, Any]:
         """The versions of a trained model, the active one marked."""
-        versions = await self.handles.require("Trainer").versions.remote(name)
+        versions = await self._call(self.handles.require("Trainer").versions.remote(name),
+                                    "the Trainer")
         if not versions:
             raise NotFound(f"no trained model {name!r}", {"name": name})
         active = next((v["version"] for v in versions if v["active"]), None)
@@ -347,13 +357,15 @@ class Ingress:
         """Serve this version (also how a rollback is done); the OCR and Segmentation
         replicas load it before their next request."""
         self._check_training_token(x_training_token)
-        return await self.handles.require("Trainer").activate.remote(name, body.version)
+        return await self._call(self.handles.require("Trainer").activate.remote(
+            name, body.version), "the Trainer")
 
     # ---- operations -------------------------------------------------------------------
 
     async def _describe_models(self) -> list[dict[str, Any]]:
         return list(await asyncio.gather(
-            *(h.describe.remote() for h in self.handles.model_deployments().values())))
+            *(self._call(h.describe.remote(), f"the {name} deployment")
+              for name, h in self.handles.model_deployments().items())))
 
     @route("GET", "/v1/models", response_model=list[schemas.ModelInfo], tags=["operations"])
     async def list_models(self) -> list[dict[str, Any]]:
@@ -364,8 +376,9 @@ class Ingress:
            tags=["operations"])
     async def capacity(self) -> dict[str, Any]:
         """VRAM per GPU, the LLM's share, each model's device and footprint, the profile."""
-        capacity, models = await asyncio.gather(self.residency.capacity.remote(),
-                                                self._describe_models())
+        capacity, models = await asyncio.gather(
+            self._call(self.residency.capacity.remote(), "the ResidencyController"),
+            self._describe_models())
         return {**capacity, "models": models}
 
 

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
 
+from serve_app.calls import answer
 from serve_app.kernel.documents import Document, Page, parse_pages
 from serve_app.kernel.engines import OcrEngines
 from serve_app.kernel.errors import Unavailable
@@ -86,6 +87,7 @@ class Pipeline:
         engine = self.ocr_engines.check(options.engine)
         segmentation = (self.handles.require("Segmentation")
                         if self.ocr_engines.reads_baselines(engine) else None)
+        deadline = self.settings.call_timeout_s
         engine_options = {"languages": options.languages,
                           "llm": options.llm.model_dump() if options.llm else None}
         data = await load()
@@ -100,17 +102,19 @@ class Pipeline:
                                text=page_text(lines), timing_ms=0.0)
             page_options = {**engine_options, "dpi": page.dpi}
             if segmentation is not None:
-                found = await segmentation.segment.remote(page.image)
+                found = await answer(segmentation.segment.remote(page.image), deadline,
+                                     "the Segmentation deployment")
                 page_options = {**page_options, "segmentation": found["lines"]}
-            answer = await ocr.recognize.remote(page.image, engine, page_options)
-            result = OcrPage(**base, source="ocr", engine=answer["engine"],
-                             lines=answer["lines"], text=page_text(answer["lines"]),
+            read = await answer(ocr.recognize.remote(page.image, engine, page_options),
+                                deadline, "the OCR deployment")
+            result = OcrPage(**base, source="ocr", engine=read["engine"],
+                             lines=read["lines"], text=page_text(read["lines"]),
                              timing_ms=0.0, pixels=page.pixels)
-            if answer.get("model"):
-                result.update(model=answer["model"]["name"],
-                              model_version=answer["model"]["version"])
-            if answer.get("reason"):
-                result["engine_reason"] = answer["reason"]
+            if read.get("model"):
+                result.update(model=read["model"]["name"],
+                              model_version=read["model"]["version"])
+            if read.get("reason"):
+                result["engine_reason"] = read["reason"]
             return result
 
         return await self._pages(data, options, options.force_ocr, read)
@@ -119,10 +123,12 @@ class Pipeline:
                       ) -> PagesRead[SegmentPage]:
         """The baselines and regions of the selected pages."""
         segmentation = self.handles.require("Segmentation")
+        deadline = self.settings.call_timeout_s
         data = await load()
 
         async def read(page: Page) -> SegmentPage:
-            found = await segmentation.segment.remote(page.image)
+            found = await answer(segmentation.segment.remote(page.image), deadline,
+                                 "the Segmentation deployment")
             return SegmentPage(page=page.number, width=page.width, height=page.height,
                                lines=found["lines"], regions=found["regions"], timing_ms=0.0,
                                model=found["model"], model_version=found["model_version"])

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     max_texts: int = Field(1024, gt=0, alias="EMBED_MAX_TEXTS")
     max_text_chars: int = Field(32_000, gt=0, alias="EMBED_MAX_TEXT_CHARS")
     url_timeout_s: float = Field(30.0, gt=0, alias="URL_FETCH_TIMEOUT_S")
+    # The longest one call to a deployment may take (a page, an embedding batch): 504 after.
+    call_timeout_s: float = Field(300.0, gt=0, alias="DEPLOYMENT_CALL_TIMEOUT_S")
 
     # Training (POST /v1/train, /v1/segtrain).
     # Fewer usable samples (lines for train, pages for segtrain) than this: 422.

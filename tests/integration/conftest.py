@@ -29,6 +29,7 @@ TINY_OCR_MB = 50
 MAIN_OCR_ENGINES = ["ollama-vlm", "tesseract", "archive-rec", "surya"]
 TRAINING_TOKEN = "training-token-" + os.urandom(8).hex()
 TRAINING_MIN_SAMPLES = 4
+OVERLOAD_ONGOING, OVERLOAD_QUEUED = 2, 2  # the /res app's Embedding
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +92,10 @@ def service(tiny_models: dict[str, str], ollama: FakeOllama) -> Iterator[dict[st
                          "VRAM_FAKE_TOTAL_MB": GPU_TOTAL_MB, "OLLAMA_URL": ollama.url},
             "profiles": {"test-fast": {"llm_reserved_mb": 8192, "low_watermark_mb": 2048,
                                        "high_watermark_mb": 4096, "hold_s": 1.0}},
-            "deployment_options": options,
+            # A small bounded queue, so the overload test can fill it.
+            "deployment_options": {**options, "Embedding": {
+                **SMALL, "max_ongoing_requests": OVERLOAD_ONGOING,
+                "max_queued_requests": OVERLOAD_QUEUED}},
         }), name="residency", route_prefix="/res")
         yield {"url": cluster.url, "upload_base": cluster.data_dir / "uploads",
                "data_dir": cluster.data_dir}
