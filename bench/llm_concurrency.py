@@ -21,17 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402
 from tests.fixtures.cluster import running_app  # noqa: E402 - after the path setup
-from tests.fixtures.documents import scan_png  # noqa: E402
+from tests.fixtures.documents import pages_pdf  # noqa: E402
 from tests.fixtures.fake_ollama import FakeOllama  # noqa: E402
-
-
-def document(pages: int) -> bytes:
-    import pymupdf
-
-    doc, picture = pymupdf.open(), scan_png(dpi=60)
-    for _ in range(pages):
-        doc.new_page().insert_image(pymupdf.Rect(40, 60, 560, 220), stream=picture)
-    return doc.tobytes()
 
 
 def sequential(ollama: FakeOllama, pages: int) -> float:
@@ -82,7 +73,7 @@ def main() -> None:
     ollama = FakeOllama(latency_s=args.latency).start()
     try:
         one_by_one = sequential(ollama, args.pages)
-        served, calls = service(ollama, document(args.pages), args.in_flight)
+        served, calls = service(ollama, pages_pdf(args.pages), args.in_flight)
     finally:
         ollama.stop()
     assert calls == args.pages, f"{calls} LLM calls for {args.pages} pages"

@@ -27,21 +27,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402
 from tests.fixtures.cluster import running_app  # noqa: E402 - after the path setup
-from tests.fixtures.documents import scan_png  # noqa: E402
+from tests.fixtures.documents import pages_pdf  # noqa: E402
 from tests.fixtures.fake_ollama import FakeOllama  # noqa: E402
 
 # llm-first as it was before keep_alive was computed: the VLM left after every page.
 ALWAYS_ZERO = {"llm_reserved_mb": 12288, "low_watermark_mb": 4096, "high_watermark_mb": 6144,
                "hold_s": 30, "llm_keep_alive_busy": "0", "llm_keep_alive_idle": "0"}
-
-
-def document(pages: int) -> bytes:
-    import pymupdf
-
-    doc, picture = pymupdf.open(), scan_png(dpi=60)
-    for _ in range(pages):
-        doc.new_page().insert_image(pymupdf.Rect(40, 60, 560, 220), stream=picture)
-    return doc.tobytes()
 
 
 def run(profile: str, documents: int, load_s: float, latency_s: float) -> tuple[float, int]:
@@ -58,7 +49,7 @@ def run(profile: str, documents: int, load_s: float, latency_s: float) -> tuple[
                                    ("OCR", "Ingress", "ResidencyController")}}
     options = {"data": {"options": json.dumps({"engine": "llm", "dpi": 72,
                                                 "formats": ["text"]})}}
-    single, multi = document(1), document(8)
+    single, multi = pages_pdf(1), pages_pdf(8)
     try:
         with running_app(args) as (url, key), httpx.Client(
                 base_url=url, headers={"X-API-Key": key}, timeout=600) as client:

@@ -106,8 +106,7 @@ class OCR(ModelReplica):
             if spec.trained not in changes:
                 continue
             version = changes[spec.trained]
-            found = next((v for v in self.trained.store.versions(spec.trained)
-                          if v.version == version), None) if version is not None else None
+            found = self.trained.store.version(spec.trained, version)
             pinned = spec.model_copy(update={"trained": None, "path": str(found.path)}) if (
                 found) else spec
             self.engine.build(pinned, required=index == 0,

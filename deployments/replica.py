@@ -14,7 +14,7 @@ import ray
 from ray.serve.handle import DeploymentHandle
 
 from deployments.models import ModelSpec
-from deployments.residency.controller import ReplicaReport
+from deployments.residency.controller import ReplicaReport, gpu_key
 from deployments.residency.monitors import VramMonitor, open_monitor
 from deployments.trained_models import TrainedModels
 from serve_app.kernel.settings import Settings
@@ -198,6 +198,13 @@ def replica_info(deployment: str, spec: ModelSpec, device: str,
     }
 
 
+def own_gpu() -> str | None:
+    """This actor's GPU as the controller keys GPUs: "<node id>:<index>"; None without."""
+    context = ray.get_runtime_context()
+    gpu_ids = context.get_accelerator_ids().get("GPU", [])
+    return gpu_key(context.get_node_id(), gpu_ids[0]) if gpu_ids else None
+
+
 def _replica_id() -> str:
     from ray import serve
 
@@ -223,13 +230,10 @@ class ModelReplica:
         self.device = torch_device(placement) if holds_weights else "cpu"
         self.engine = make_engine(self.device)
         follows = residency if holds_weights and share else None
-        context = ray.get_runtime_context()
-        gpu_ids = context.get_accelerator_ids().get("GPU", [])
         simulated = settings.vram_fake_total_mb is not None
         self.follower = PlacementFollower(
             self.deployment_name, follows, self._move, placement, settings.residency_poll_s,
-            spec.footprint_mb, f"{context.get_node_id()}:{gpu_ids[0]}" if gpu_ids else None,
-            simulated, _replica_id(),
+            spec.footprint_mb, own_gpu(), simulated, _replica_id(),
             open_monitor(settings.llm_processes) if follows and not simulated else None)
         logger.info("%s: %s (%s) ready on %s", self.deployment_name, spec.name, spec.engine,
                     self.device)

@@ -37,8 +37,7 @@ class Segmentation(ModelReplica):
         """A newly activated version replaces the engine (the bundled blla when none is)."""
         assert self.spec.trained is not None
         version = changes[self.spec.trained]
-        found = next((v for v in self.trained.store.versions(self.spec.trained)
-                      if v.version == version), None) if version is not None else None
+        found = self.trained.store.version(self.spec.trained, version)
         spec = self.spec.model_copy(update={"trained": None, "path": str(found.path)}) if (
             found) else self.spec
         engine = ENGINES[spec.engine](spec, self.settings, self.device)

@@ -82,6 +82,10 @@ class TrainedModels:
                                  float(meta.get("created_at", path.stat().st_mtime))))
         return sorted(found, key=lambda v: v.version)
 
+    def version(self, name: str, number: int | None) -> Version | None:
+        """One version of `name`, if it is there."""
+        return next((v for v in self.versions(name) if v.version == number), None)
+
     def active_number(self, name: str) -> int | None:
         try:
             text = (self.root / check_name(name) / "ACTIVE").read_text(encoding="utf-8")
@@ -107,11 +111,13 @@ class TrainedModels:
                      lambda handle: handle.write(json.dumps(meta).encode()))
         logger.info("trained model %s: version %d written (%s)", name, number, target)
         self.prune(name)
-        return next(v for v in self.versions(name) if v.version == number)
+        written = self.version(name, number)
+        assert written is not None
+        return written
 
     def activate(self, name: str, version: int) -> Version:
         """Make `version` the active one; the one it replaces stays as a backup."""
-        if not any(v.version == version for v in self.versions(name)):
+        if self.version(name, version) is None:
             known = [v.version for v in self.versions(name)]
             raise NotFound(f"model {name!r} has no version {version}; versions: {known}",
                            {"name": name, "versions": known})
@@ -119,7 +125,9 @@ class TrainedModels:
                      lambda handle: handle.write(f"{version}\n".encode()))
         logger.info("trained model %s: version %d is active", name, version)
         self.prune(name)
-        return next(v for v in self.versions(name) if v.version == version)
+        activated = self.version(name, version)
+        assert activated is not None
+        return activated
 
     def prune(self, name: str) -> None:
         """Keep the active version and the BACKUPS newest others."""

@@ -27,7 +27,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.replica import ControllerAnswer
+from deployments.replica import ControllerAnswer, own_gpu
 from deployments.trained_models import TrainedModels, check_name
 from deployments.training import bases, ketos
 from deployments.training.jobs import JobStore
@@ -65,11 +65,7 @@ class Trainer:
         if interrupted:
             logger.warning("training jobs %s were interrupted by a restart", sorted(interrupted))
         self._remove_leftovers([Path(p) for p in interrupted.values() if p])
-        import ray
-
-        context = ray.get_runtime_context()
-        gpu_ids = context.get_accelerator_ids().get("GPU", [])
-        gpu = f"{context.get_node_id()}:{gpu_ids[0]}" if gpu_ids else None
+        gpu = own_gpu()
         self.placement = ControllerAnswer(
             "the Trainer's placement",
             (lambda: residency.placement.remote(DEPLOYMENT, gpu)) if residency else None,

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from deployments.residency.profiles import load_profile
-from tests.fixtures.documents import scan_png, scanned_pdf
+from tests.fixtures.documents import pages_pdf, scanned_pdf
 from tests.fixtures.fake_ollama import FakeOllama
 
 pytestmark = pytest.mark.integration
@@ -55,12 +55,7 @@ def test_llm_engine_sends_the_request_options_and_the_computed_keep_alive(
 
 def test_every_page_is_sent_with_the_same_options(client: httpx.Client, fresh: FakeOllama
                                                   ) -> None:
-    import pymupdf
-
-    doc, picture = pymupdf.open(), scan_png(dpi=60)
-    for _ in range(3):
-        doc.new_page().insert_image(pymupdf.Rect(40, 60, 560, 220), stream=picture)
-    response = client.post("/v1/ocr/upload", files={"file": ("three.pdf", doc.tobytes())},
+    response = client.post("/v1/ocr/upload", files={"file": ("three.pdf", pages_pdf(3))},
                            data={"options": '{"engine": "llm", "dpi": 72, "llm": {"dms_tags": '
                                             '["Rechnung"]}}'})
     assert response.status_code == 200, response.text
