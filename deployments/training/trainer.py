@@ -234,8 +234,11 @@ class Trainer:
                      ) -> tuple[int, ketos.BestModel | None, list[str], bool]:
         """Run ketos, storing each epoch it reports; (exit code, best model, last lines,
         whether it was interrupted to give the GPU to the LLM)."""
+        # Ray sets the replica's OMP_NUM_THREADS from its num_cpus (often 1); ketos gets
+        # its own TRAINING_THREADS, or torch would train on one core.
+        threads = str(self.settings.training_threads)
         env = {**os.environ, "COLUMNS": "512", "NO_COLOR": "1", "TERM": "dumb",
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         process = await asyncio.create_subprocess_exec(
             *args, cwd=work, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
