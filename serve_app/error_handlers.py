@@ -12,11 +12,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from ray.exceptions import ActorUnavailableError, RayActorError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from serve_app.calls import RETRY_AFTER_S, UNAVAILABLE
 from serve_app.kernel.errors import (
     Overloaded,
     ServiceError,
@@ -27,7 +26,6 @@ from serve_app.kernel.errors import (
 from serve_app.schemas import ErrorBody
 
 logger = logging.getLogger("ray.serve")
-RETRY_AFTER_S = 2
 
 
 def error_responses() -> dict[int | str, dict[str, Any]]:
@@ -82,8 +80,7 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     cause = unwrap(exc)
     if isinstance(cause, ServiceError):
         return await service_error(request, cause)
-    if isinstance(cause, BackPressureError | DeploymentUnavailableError | RayActorError
-                  | ActorUnavailableError):  # full queues, a replica that died or restarts
+    if isinstance(cause, UNAVAILABLE):  # a call made outside serve_app/calls.answer
         overloaded = Overloaded(Overloaded.example,
                                 headers={"Retry-After": str(RETRY_AFTER_S)})
         return await service_error(request, overloaded)
