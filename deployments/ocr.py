@@ -126,8 +126,9 @@ class OCR(ModelReplica):
     async def choose_for_page(self, engine: str, languages: list[str], image: np.ndarray
                               ) -> tuple[OcrEngine, str | None, list[str]]:
         """The engine for this page and, for auto, why: the request's languages when it
-        names German or Fraktur, else the page itself: tesseract's script detection picks
-        its Fraktur model for Fraktur print (a backend rarely knows what it uploads)."""
+        names German or Fraktur, else the page itself: tesseract's script detection sends
+        Fraktur print to the ensemble, or to tesseract's Fraktur model where no ensemble
+        is deployed (a backend rarely knows what it uploads)."""
         chosen = self.choose(engine, languages)
         if engine != "auto":
             return chosen, None, languages
@@ -140,7 +141,11 @@ class OCR(ModelReplica):
         script, confidence = await tesseract.script(image)
         seen = f"tesseract's script detection: {script} (confidence {confidence:.1f})"
         if script == "Fraktur" and confidence >= FRAKTUR_MIN_CONFIDENCE:
-            # Its Fraktur model alone reads Fraktur best (bench/ocr_quality.py).
+            # The vote reads Fraktur best, then tesseract's Fraktur model alone
+            # (bench/ocr_quality.py).
+            ensemble = self.engine.by_name.get("ensemble")
+            if ensemble is not None:
+                return ensemble, f"auto: {seen} -> ensemble, Fraktur", []
             return tesseract, f"auto: {seen} -> tesseract, Fraktur", ["fraktur"]
         return chosen, f"auto: {seen} -> {chosen.name}, the default", languages
 

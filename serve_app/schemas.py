@@ -12,14 +12,14 @@ import base64
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serve_app.kernel.formats import to_alto, to_hocr, to_page_xml
 from serve_app.kernel.pages import OcrPage, SegmentPage
 
 # The engine names of deployments/engines/ocr's registry, and auto; a unit test holds the
 # two together (the HTTP side may not import the deployments).
-Engine = Literal["auto", "rapidocr", "tesseract", "surya", "kraken", "llm"]
+Engine = Literal["auto", "rapidocr", "tesseract", "surya", "kraken", "llm", "ensemble"]
 
 
 class Strict(BaseModel):
@@ -72,8 +72,12 @@ class LlmOptions(Strict):
 
 
 class OcrOptions(PageOptions):
-    engine: Engine = Field("auto", description="auto: text layer for born-digital pages, "
-                           "the configured OCR engine for scans.")
+    engine: Engine = Field(
+        "auto", description="auto: the text layer of born-digital pages; for scans, "
+        "tesseract when languages name German or Fraktur, else the page's script decides "
+        "(tesseract's script detection): Fraktur print goes to ensemble (tesseract and "
+        "rapidocr voting) where deployed, else to tesseract Fraktur; other pages to the "
+        "configured OCR engine. Each page says what ran and why (engine_reason).")
     languages: list[str] = Field(default_factory=list, max_length=8, examples=[["deu", "eng"]])
     formats: list[Literal["json", "text", "alto", "page", "hocr"]] = Field(
         default_factory=lambda: ["json"], min_length=1,
@@ -204,6 +208,16 @@ class OpenAIEmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1, description="Must equal the model's size.")
     user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_ids(cls, value: Any) -> Any:
+        """Token ids belong to the client's tokenizer, not to the deployed model: say so
+        and how to send text instead, rather than a type error."""
+        if isinstance(value, list) and value and not isinstance(value[0], str):
+            raise ValueError("token-id input is not supported: send the texts themselves "
+                             "(LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))")
+        return value
 
 
 class OpenAIEmbedding(BaseModel):

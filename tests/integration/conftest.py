@@ -1,8 +1,8 @@
 """One local Ray cluster with a fake GPU, the whole graph deployed once, HTTP on 127.0.0.1.
 
 Three applications share the cluster: "main", the embedded default (rapidocr, kraken
-blla, MiniLM, embedding-similarity rerank) plus the llm, tesseract, kraken and surya
-engines (random-weight kraken and surya models); "tiny" at /tiny, which serves the tiny
+blla, MiniLM, embedding-similarity rerank) plus the llm, tesseract, ensemble, kraken
+and surya engines (random-weight kraken and surya models); "tiny" at /tiny, which serves the tiny
 random XLM-R models through the real BGEM3FlagModel and FlagReranker paths and a
 tesseract-only OCR; and "residency" at /res, an embedding on a fake GPU beside a fake
 Ollama.
@@ -26,7 +26,7 @@ GPU_TOTAL_MB = 24000
 SMALL = {"ray_actor_options": {"num_cpus": 0.25}}
 # The random-weight kraken and surya models of the main app's OCR deployment.
 TINY_OCR_MB = 50
-MAIN_OCR_ENGINES = ["ollama-vlm", "tesseract", "archive-rec", "surya"]
+MAIN_OCR_ENGINES = ["ollama-vlm", "tesseract", "ensemble", "archive-rec", "surya"]
 TRAINING_TOKEN = "training-token-" + os.urandom(8).hex()
 TRAINING_MIN_SAMPLES = 4
 OVERLOAD_ONGOING, OVERLOAD_QUEUED = 2, 2  # the /res app's Embedding

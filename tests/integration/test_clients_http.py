@@ -1,10 +1,12 @@
-"""The rerank clients people already use, unchanged, against the live graph: Cohere's
-official Python client in its v1 and v2 forms."""
+"""The clients people already use, unchanged, against the live graph: Cohere's official
+Python client in its v1 and v2 forms, LangChain's OpenAIEmbeddings (the openai client
+itself: tests/integration/test_text_http.py)."""
 
 from __future__ import annotations
 
 import cohere
 import httpx
+import numpy as np
 import pytest
 
 from tests.integration.conftest import API_KEY
@@ -48,3 +50,27 @@ def test_v2_rerank_needs_the_key(anonymous: httpx.Client) -> None:
     response = anonymous.post("/v2/rerank", json={"model": "m", "query": "q",
                                                  "documents": ["a"]})
     assert response.status_code == 401
+
+
+def test_langchain_openai_embeddings_work_with_text_input(service: dict[str, object],
+                                                          client: httpx.Client) -> None:
+    from langchain_openai import OpenAIEmbeddings
+
+    texts = ["Der Hund bellt.", "Sehr geehrter Herr Müller,", "The cat sleeps."]
+    ours = [item["dense"] for item in client.post("/v1/embed", json={"texts": texts}
+                                                  ).json()["data"]]
+    # LangChain's default tokenizes with tiktoken (whose vocabulary it downloads) and
+    # sends token ids; the deployed model has its own tokenizer, so text it must be.
+    embeddings = OpenAIEmbeddings(model="text-embedding-3-small", api_key=API_KEY,
+                                  base_url=f"{service['url']}/v1", max_retries=0,
+                                  check_embedding_ctx_length=False, chunk_size=2)
+    np.testing.assert_allclose(embeddings.embed_documents(texts), ours, atol=1e-6)
+    np.testing.assert_allclose(embeddings.embed_query(texts[1]), ours[1], atol=1e-6)
+
+
+def test_token_id_input_is_refused_with_the_setting_that_sends_text(
+        client: httpx.Client) -> None:
+    for tokens in ([[1820, 3290, 293]], [1820, 3290]):
+        response = client.post("/v1/embeddings", json={"model": "x", "input": tokens})
+        assert response.status_code == 422, response.text
+        assert "check_embedding_ctx_length=False" in response.json()["error"]["message"]

@@ -228,17 +228,25 @@ def test_pages_past_the_end_are_named_not_refused(client: httpx.Client, upload) 
     assert none.status_code == 422 and "none of the pages" in none.json()["error"]["message"]
 
 
-def test_auto_reads_a_real_fraktur_scan_with_tesseract_from_the_page_alone(
+def test_auto_reads_a_real_fraktur_scan_with_the_ensemble_better_than_any_engine_alone(
         client: httpx.Client) -> None:
-    from tests.fixtures.documents import REAL_PAGE
+    """Nothing but the file: auto finds Fraktur on the page and the vote of tesseract
+    Fraktur, tesseract frk and rapidocr beats each of them run directly on the original."""
+    from tests.fixtures.documents import REAL_PAGE, REAL_PAGE_TRUTH
+    from tests.fixtures.ocr_truth import cer, ground_truth, rapidocr_on_file, tesseract_on_file
 
     response = client.post("/v1/ocr/upload", files={"file": (REAL_PAGE.name,
                                                               REAL_PAGE.read_bytes())},
                            data={"options": json.dumps({"engine": "auto"})})
     assert response.status_code == 200, response.text
     [page] = response.json()["pages"]
-    assert page["engine"] == "tesseract"
+    assert page["engine"] == "ensemble"
     assert "Fraktur" in page["engine_reason"]
     assert (page["width"], page["height"]) == (1457, 2084)  # the scan's own pixels
     assert page["pixels"] == "original"
-    assert "Aufklärung" in page["text"] or "Vorurtheile" in page["text"]
+    reference, _ = ground_truth(REAL_PAGE_TRUTH)
+    direct = {"tesseract Fraktur": cer(tesseract_on_file(REAL_PAGE, "Fraktur"), reference),
+              "tesseract frk": cer(tesseract_on_file(REAL_PAGE, "frk"), reference),
+              "rapidocr": cer(rapidocr_on_file(REAL_PAGE), reference)}
+    combined = cer(page["text"], reference)
+    assert all(combined < single for single in direct.values()), (combined, direct)

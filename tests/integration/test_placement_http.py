@@ -45,7 +45,7 @@ def test_replicas_get_their_fraction_of_the_gpu(client: httpx.Client) -> None:
 def test_models_route_lists_every_deployment(client: httpx.Client) -> None:
     models = client.get("/v1/models").json()
     [ocr] = [m for m in models if m["deployment"] == "OCR"]
-    assert ocr["engines"] == ["auto", "rapidocr", "llm", "tesseract", "kraken", "surya"]
+    assert ocr["engines"] == ["auto", "rapidocr", "llm", "tesseract", "ensemble", "kraken", "surya"]
     assert ocr["unavailable_engines"] == {}
     names = {m["deployment"]: m["model"] for m in models}
     assert names == {"OCR": "rapidocr", "Segmentation": "kraken-blla",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from deployments.engines.ocr.base import EngineUnavailable, OcrEngine
+from deployments.engines.ocr.ensemble import EnsembleEngine
 from deployments.engines.ocr.kraken import KrakenRecognitionEngine
 from deployments.engines.ocr.llm import OllamaVlmEngine
 from deployments.engines.ocr.rapidocr import RapidOcrEngine
@@ -16,7 +17,8 @@ from serve_app.kernel.engines import OcrEngines
 
 ENGINES: dict[str, type[OcrEngine]] = {
     engine.name: engine for engine in (
-        RapidOcrEngine, OllamaVlmEngine, TesseractEngine, KrakenRecognitionEngine, SuryaEngine)
+        RapidOcrEngine, OllamaVlmEngine, TesseractEngine, KrakenRecognitionEngine, SuryaEngine,
+        EnsembleEngine)
 }
 
 
