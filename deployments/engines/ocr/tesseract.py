@@ -7,6 +7,7 @@ so German and Fraktur scans use it where it is installed."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -16,10 +17,14 @@ import numpy as np
 
 from deployments.engines.ocr.base import EngineUnavailable
 from deployments.models import ModelSpec
-from serve_app.kernel.errors import InvalidInput
+from serve_app.kernel.errors import InvalidInput, UpstreamTimeout
 from serve_app.kernel.pages import Line, Word
 from serve_app.kernel.settings import Settings
 
+# One OpenMP thread per tesseract process: the service runs pages (and the ensemble its
+# voters) side by side, and tesseract's own threads spinning against each other made a
+# page 5x slower on 2 cores (8.5 s against 1.7 s, the same text; bench/ocr_quality.py).
+TESSERACT_ENV = {"OMP_THREAD_LIMIT": "1"}
 # What request languages mean to Tesseract (`tesseract --list-langs` names).
 TESSERACT_LANGUAGES = {"deu": "deu", "ger": "deu", "de": "deu", "eng": "eng", "en": "eng",
                        "frk": "frk", "fraktur": "Fraktur", "script/fraktur": "Fraktur"}
@@ -40,6 +45,7 @@ class TesseractEngine:
                                 check=True, timeout=30).stdout.splitlines()
         self.installed = frozenset(line.strip() for line in listed[1:] if line.strip())
         self.default = str(spec.options.get("languages", "Fraktur+deu"))
+        self.deadline_s = settings.call_timeout_s
 
     def move(self, device: str) -> None:
         """Tesseract runs on the CPU wherever the replica is."""
@@ -59,38 +65,46 @@ class TesseractEngine:
 
     async def recognize(self, image: np.ndarray, options: dict[str, Any]) -> list[Line]:
         languages = self.languages(options.get("languages") or [])
-        return await asyncio.to_thread(self._recognize, image, languages, options.get("dpi"))
-
-    def _recognize(self, image: np.ndarray, languages: str, dpi: int | None = None
-                   ) -> list[Line]:
-        import cv2
-
-        _, png = cv2.imencode(".png", image[:, :, ::-1])
         # The page's own DPI: tesseract sizes its expectations of glyphs by it.
-        resolution = ["--dpi", str(dpi)] if dpi else []
-        done = subprocess.run([self.binary, "stdin", "stdout", "-l", languages, "--psm", "3",
-                               *resolution, "tsv"], input=png.tobytes(), capture_output=True,
-                              timeout=600, check=False)
-        if done.returncode != 0:
-            raise InvalidInput(f"tesseract failed: {done.stderr.decode(errors='replace')[-300:]}")
-        return parse_tsv(done.stdout.decode("utf-8", errors="replace"))
-
+        resolution = ["--dpi", str(options["dpi"])] if options.get("dpi") else []
+        done = await self.run(["-l", languages, "--psm", "3", *resolution, "tsv"], image)
+        return parse_tsv(done.decode("utf-8", errors="replace"))
 
     async def script(self, image: np.ndarray) -> tuple[str, float]:
         """tesseract's script detection (OSD) on the page: (script, confidence); ("unknown",
         0.0) where it finds too little text to say."""
-        return await asyncio.to_thread(self._script, image)
-
-    def _script(self, image: np.ndarray) -> tuple[str, float]:
-        import cv2
-
         if "osd" not in self.installed:
             return "unknown", 0.0
-        _, png = cv2.imencode(".png", image[:, :, ::-1])
-        done = subprocess.run([self.binary, "stdin", "stdout", "--psm", "0"],
-                              input=png.tobytes(), capture_output=True, timeout=120,
-                              check=False)
-        return parse_osd(done.stdout.decode("utf-8", errors="replace"))
+        try:
+            done = await self.run(["--psm", "0"], image)
+        except InvalidInput:  # too little text to detect anything: not an error of the page
+            return "unknown", 0.0
+        return parse_osd(done.decode("utf-8", errors="replace"))
+
+    async def run(self, args: list[str], image: np.ndarray) -> bytes:
+        """tesseract on the page as PNG through stdin: its stdout. Killed when its deadline
+        (DEPLOYMENT_CALL_TIMEOUT_S) passes (504) or the request is cancelled."""
+        import cv2
+
+        _, png = await asyncio.to_thread(cv2.imencode, ".png", image[:, :, ::-1])
+        process = await asyncio.create_subprocess_exec(
+            self.binary, "stdin", "stdout", *args, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **TESSERACT_ENV})
+        try:
+            out, err = await asyncio.wait_for(process.communicate(png.tobytes()),
+                                              self.deadline_s)
+        except TimeoutError:
+            raise UpstreamTimeout(f"tesseract did not finish the page within "
+                                  f"{self.deadline_s:g} s (DEPLOYMENT_CALL_TIMEOUT_S)",
+                                  {"deadline_s": self.deadline_s}) from None
+        finally:
+            if process.returncode is None:  # deadline or cancelled request: stop its work
+                process.kill()
+                await asyncio.shield(process.wait())
+        if process.returncode != 0:
+            raise InvalidInput(f"tesseract failed: {err.decode(errors='replace')[-300:]}")
+        return out
 
 
 def parse_osd(text: str) -> tuple[str, float]:

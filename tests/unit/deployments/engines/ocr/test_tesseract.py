@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deployments.engines.ocr.tesseract import TesseractEngine, parse_osd, parse_tsv
 from deployments.models import load_catalog
-from serve_app.kernel.errors import InvalidInput
+from serve_app.kernel.errors import InvalidInput, UpstreamTimeout
 from serve_app.kernel.settings import Settings
 
 HEADER = "\t".join(["level", "page_num", "block_num", "par_num", "line_num", "word_num",
@@ -51,3 +55,58 @@ def test_the_script_detection_report() -> None:
               "Orientation confidence: 16.50\nScript: Fraktur\nScript confidence: 13.64\n")
     assert parse_osd(report) == ("Fraktur", 13.64)
     assert parse_osd("Too few characters. Skipping this page\n") == ("unknown", 0.0)
+
+
+HANGING_TESSERACT = """#!/bin/sh
+if [ "$1" = "--list-langs" ]; then printf 'List of available languages (1):\\ndeu\\n'; exit 0; fi
+echo $$ > "$PID_FILE"
+exec sleep 600
+"""
+
+
+def hanging_engine(tmp_path: Path, env: pytest.MonkeyPatch, deadline_s: float
+                   ) -> TesseractEngine:
+    """The real engine over a tesseract that never finishes a page."""
+    binary = tmp_path / "bin" / "tesseract"
+    binary.parent.mkdir()
+    binary.write_text(HANGING_TESSERACT)
+    binary.chmod(0o755)
+    env.setenv("PATH", f"{binary.parent}:{os.environ['PATH']}")
+    env.setenv("PID_FILE", str(tmp_path / "pid"))
+    return TesseractEngine(load_catalog()["tesseract"], Settings(
+        OCR_SIDECAR_API_KEY="k", DEPLOYMENT_CALL_TIMEOUT_S=deadline_s), "cpu")
+
+
+def gone(pid_file: Path) -> bool:
+    """Whether the process that wrote pid_file has exited (and was reaped)."""
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_hung_tesseract_is_a_504_at_its_deadline_and_is_killed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = hanging_engine(tmp_path, monkeypatch, deadline_s=0.5)
+    page = np.full((40, 40, 3), 255, np.uint8)
+    with pytest.raises(UpstreamTimeout, match="DEPLOYMENT_CALL_TIMEOUT_S"):
+        asyncio.run(engine.recognize(page, {"languages": ["deu"]}))
+    assert gone(tmp_path / "pid")
+
+
+def test_a_cancelled_page_kills_its_tesseract(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = hanging_engine(tmp_path, monkeypatch, deadline_s=600)
+    page = np.full((40, 40, 3), 255, np.uint8)
+
+    async def cancel_once_running() -> None:
+        task = asyncio.create_task(engine.recognize(page, {"languages": ["deu"]}))
+        while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_once_running())
+    assert gone(tmp_path / "pid")
