@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from serve_app import schemas
 from serve_app.asgi import build_http_app, expected_api_key, route
+from serve_app.budget import Charge
 from serve_app.calls import answer
 from serve_app.error_handlers import field_errors
 from serve_app.kernel.datasets import Kind, scan_dataset, too_few
@@ -98,14 +99,15 @@ class Ingress:
 
     # ---- documents --------------------------------------------------------------------
 
-    async def _source_bytes(self, source: schemas.PathSource | schemas.UrlSource) -> bytes:
+    async def _source_bytes(self, source: schemas.PathSource | schemas.UrlSource,
+                            charge: Charge) -> bytes:
         s = self.settings
         if isinstance(source, schemas.PathSource):
             assert s.upload_base is not None
             return await run_in_threadpool(read_upload_file, s.upload_base, source.path,
-                                           s.max_upload_bytes)
+                                           s.max_upload_bytes, charge)
         return await fetch_url(self.http, source.url, s.allowed_pdf_hosts, s.max_upload_bytes,
-                               s.url_timeout_s)
+                               s.url_timeout_s, charge)
 
     async def _ocr_response(self, read: PagesRead[Any], options: schemas.OcrOptions,
                             name: str) -> dict[str, Any]:
@@ -119,7 +121,8 @@ class Ingress:
 
         Born-digital PDF pages come from their text layer (source "text-layer") unless
         force_ocr is set; scanned pages are rendered at `dpi` and recognised."""
-        read = await self.pipeline.ocr(lambda: self._source_bytes(body.source), body)
+        read = await self.pipeline.ocr(lambda charge: self._source_bytes(body.source, charge),
+                                       body)
         return await self._ocr_response(read, body, _source_name(body.source))
 
     @route("POST", "/v1/ocr/upload", response_model=schemas.OcrResponse, tags=["ocr"],
@@ -133,7 +136,7 @@ class Ingress:
         """OCR an uploaded PDF or image (multipart/form-data)."""
         parsed = _parse_options(options, schemas.OcrOptions)
         read = await self.pipeline.ocr(
-            lambda: _read_upload(file, self.settings.max_upload_bytes), parsed)
+            lambda charge: _read_upload(file, self.settings.max_upload_bytes, charge), parsed)
         return await self._ocr_response(read, parsed,
                                         PurePosixPath(file.filename or "upload").name)
 
@@ -141,7 +144,8 @@ class Ingress:
            tags=["segmentation"])
     async def segment(self, body: schemas.SegmentRequest) -> dict[str, Any]:
         """kraken baselines, line boundary polygons and regions for every selected page."""
-        read = await self.pipeline.segment(lambda: self._source_bytes(body.source), body)
+        read = await self.pipeline.segment(
+            lambda charge: self._source_bytes(body.source, charge), body)
         return schemas.SegmentResponse.from_pages(self.models["Segmentation"], read)
 
     @route("POST", "/v1/segment/upload", response_model=schemas.SegmentResponse,
@@ -154,7 +158,7 @@ class Ingress:
         """Segment an uploaded PDF or image (multipart/form-data)."""
         parsed = _parse_options(options, schemas.SegmentOptions)
         read = await self.pipeline.segment(
-            lambda: _read_upload(file, self.settings.max_upload_bytes), parsed)
+            lambda charge: _read_upload(file, self.settings.max_upload_bytes, charge), parsed)
         return schemas.SegmentResponse.from_pages(self.models["Segmentation"], read)
 
     # ---- text -------------------------------------------------------------------------
@@ -397,12 +401,14 @@ def _parse_options(raw: str, model: type[schemas.OcrOptions] | type[schemas.Segm
         raise InvalidInput(f"invalid options: {summary}", fields) from None
 
 
-async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
+async def _read_upload(file: UploadFile, max_bytes: int, charge: Charge) -> bytes:
+    """The upload in memory, each MB charged to the byte budget before it is kept."""
     chunks, size = [], 0
     while chunk := await file.read(1 << 20):
         size += len(chunk)
         if size > max_bytes:
             raise PayloadTooLarge(f"upload is larger than {max_bytes} bytes")
+        charge(len(chunk))
         chunks.append(chunk)
     if not size:
         raise InvalidInput("the uploaded file is empty", {"field": "file"})

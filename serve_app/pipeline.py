@@ -1,9 +1,11 @@
 """Documents through the model deployments: pages scheduled, OCR and segmentation composed.
 
 Plain Python over deployment handles, so it can be driven without HTTP. A document is
-opened once; its selected pages are read one at a time and at most OCR_PAGES_IN_FLIGHT
-of them are in flight to the deployments, so a 200-page PDF never holds 200 page
-images. Born-digital pages come from their text layer; engines that read baseline lines
+opened once, on a thread of its own that does every render and finally closes it
+(PyMuPDF documents are not thread-safe); its selected pages are rendered one at a time
+and at most OCR_PAGES_IN_FLIGHT of them are in flight to the deployments, so a 200-page
+PDF never holds 200 page images. Its bytes count against the ingress's byte budget while
+the request lasts. Born-digital pages come from their text layer; engines that read baseline lines
 (kraken) get each page segmented by the Segmentation deployment first.
 """
 
@@ -12,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ray.serve.handle import DeploymentHandle
-from starlette.concurrency import run_in_threadpool
 
+from serve_app.budget import ByteBudget, Charge
 from serve_app.calls import answer
 from serve_app.kernel.documents import Document, Page, parse_pages
 from serve_app.kernel.engines import OcrEngines
@@ -27,6 +30,8 @@ from serve_app.kernel.settings import Settings
 from serve_app.schemas import OcrOptions, PageOptions
 
 Result = TypeVar("Result", OcrPage, SegmentPage)
+# What reads a request's document: told each part's size before it is held.
+Load = Callable[[Charge], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,10 @@ class Pipeline:
         self.settings = settings
         self.handles = handles
         self.ocr_engines = ocr_engines
+        self.budget = ByteBudget(settings.max_bytes_in_flight)
+        self.open_document: Callable[[bytes, int], Document] = Document
 
-    async def ocr(self, load: Callable[[], Awaitable[bytes]], options: OcrOptions
+    async def ocr(self, load: Load, options: OcrOptions
                   ) -> PagesRead[OcrPage]:
         """The selected pages read. Everything that can be
         checked is checked before `load` runs: a request that cannot succeed never
@@ -90,7 +97,6 @@ class Pipeline:
         deadline = self.settings.call_timeout_s
         engine_options = {"languages": options.languages,
                           "llm": options.llm.model_dump() if options.llm else None}
-        data = await load()
 
         async def read(page: Page) -> OcrPage:
             base = {"page": page.number, "width": page.width, "height": page.height,
@@ -117,14 +123,13 @@ class Pipeline:
                 result["engine_reason"] = read["reason"]
             return result
 
-        return await self._pages(data, options, options.force_ocr, read)
+        return await self._pages(load, options, options.force_ocr, read)
 
-    async def segment(self, load: Callable[[], Awaitable[bytes]], options: PageOptions
+    async def segment(self, load: Load, options: PageOptions
                       ) -> PagesRead[SegmentPage]:
         """The baselines and regions of the selected pages."""
         segmentation = self.handles.require("Segmentation")
         deadline = self.settings.call_timeout_s
-        data = await load()
 
         async def read(page: Page) -> SegmentPage:
             found = await answer(segmentation.segment.remote(page.image), deadline,
@@ -133,36 +138,60 @@ class Pipeline:
                                lines=found["lines"], regions=found["regions"], timing_ms=0.0,
                                model=found["model"], model_version=found["model_version"])
 
-        return await self._pages(data, options, True, read)
+        return await self._pages(load, options, True, read)
 
-    async def _pages(self, data: bytes, options: PageOptions, force_ocr: bool,
+    async def _pages(self, load: Load, options: PageOptions, force_ocr: bool,
                      read: Callable[[Page], Awaitable[Result]]) -> PagesRead[Result]:
-        """Render selected pages one at a time (PyMuPDF is single-threaded per document),
-        keep at most OCR_PAGES_IN_FLIGHT of them in flight (bounding memory and the load on
-        the LLM), run `read` on each concurrently; each result gets its timing."""
-        doc = await run_in_threadpool(Document, data, self.settings.max_page_pixels)
-        with doc:
-            page_count = doc.page_count
-            numbers, missing = parse_pages(options.pages, page_count, self.settings.max_pages)
-            slots = asyncio.Semaphore(self.settings.pages_in_flight)
+        """Load the document within the byte budget, render its selected pages on its own
+        thread one after another, keep at most OCR_PAGES_IN_FLIGHT of them in flight, run
+        `read` on each concurrently; each result gets its timing."""
+        with self.budget.hold() as charge:
+            data = await load(charge)
+            loop = asyncio.get_running_loop()
+            renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+            try:
+                doc = await loop.run_in_executor(renderer, self.open_document, data,
+                                                 self.settings.max_page_pixels)
+            except BaseException:
+                renderer.shutdown(wait=False)
+                raise
+            try:
+                return await self._read_pages(doc, renderer, options, force_ocr, read)
+            finally:
+                # Queued behind a render that may still run (a cancelled request does not
+                # stop a thread), on the document's own thread: never closed under a render.
+                renderer.submit(doc.close)
+                renderer.shutdown(wait=False)
 
-            async def one(number: int) -> Result:
-                started = time.perf_counter()
-                try:
-                    page = await run_in_threadpool(doc.page, number, options.dpi, force_ocr)
-                    result = await read(page)
-                finally:
-                    slots.release()
-                result["timing_ms"] = round((time.perf_counter() - started) * 1000, 1)
-                return result
+    async def _read_pages(self, doc: Document, renderer: ThreadPoolExecutor,
+                          options: PageOptions, force_ocr: bool,
+                          read: Callable[[Page], Awaitable[Result]]) -> PagesRead[Result]:
+        loop = asyncio.get_running_loop()
+        page_count = doc.page_count
+        numbers, missing = parse_pages(options.pages, page_count, self.settings.max_pages)
+        slots = asyncio.Semaphore(self.settings.pages_in_flight)
 
-            tasks = []
+        async def one(number: int) -> Result:
+            started = time.perf_counter()
+            try:
+                page = await loop.run_in_executor(renderer, doc.page, number, options.dpi,
+                                                  force_ocr)
+                result = await read(page)
+            finally:
+                slots.release()
+            result["timing_ms"] = round((time.perf_counter() - started) * 1000, 1)
+            return result
+
+        tasks = []
+        try:
             for number in numbers:
                 await slots.acquire()
                 tasks.append(asyncio.create_task(one(number)))
-            # Let every page finish before the document closes: a render thread must never
-            # outlive it. Then report the first failure, if any.
             results: list[Any] = await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError:  # the client went away: its pages stop too
+            for task in tasks:
+                task.cancel()
+            raise
         for result in results:
             if isinstance(result, BaseException):
                 raise result

@@ -18,6 +18,7 @@ import socket
 import stat
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
@@ -87,12 +88,14 @@ def resolve_upload_path(base: Path, user_path: str) -> Path:
     return Path(candidate)
 
 
-def read_upload_file(base: Path, user_path: str, max_bytes: int) -> bytes:
+def read_upload_file(base: Path, user_path: str, max_bytes: int,
+                     charge: Callable[[int], None] = lambda size: None) -> bytes:
     """Read a regular file under base, walking its directories without following links.
 
     The path is resolved and checked first; then every component is opened relative
     to its parent with O_NOFOLLOW, so a directory or file swapped for a symlink
-    between the check and the open is refused, never followed."""
+    between the check and the open is refused, never followed. `charge` is told the
+    file's size before it is read (the ingress's byte budget)."""
     path = resolve_upload_path(base, user_path)
     real_base = os.path.realpath(base)
     parts = Path(path).relative_to(real_base).parts
@@ -129,6 +132,7 @@ def read_upload_file(base: Path, user_path: str, max_bytes: int) -> bytes:
             raise InvalidInput("source.path is not a regular file", detail={"field": "source.path"})
         if info.st_size > max_bytes:
             raise PayloadTooLarge(f"file is {info.st_size} bytes; at most {max_bytes}")
+        charge(info.st_size)
         with os.fdopen(os.dup(fd), "rb") as handle:
             data = handle.read(max_bytes + 1)
     finally:
@@ -217,19 +221,22 @@ async def resolve_allowed(host: str, port: int, policy: UrlPolicy) -> str:
 
 
 async def fetch_url(client: httpx.AsyncClient, url: str, allowed: list[str], max_bytes: int,
-                    timeout_s: float) -> bytes:
+                    timeout_s: float, charge: Callable[[int], None] = lambda size: None
+                    ) -> bytes:
     """Download an allowlisted URL within max_bytes and timeout_s in all.
 
     Every hop (at most MAX_REDIRECTS redirects, each to an allowed host) is resolved
     once, checked, and connected to by that address, so DNS cannot point the
-    connection somewhere else after the check."""
+    connection somewhere else after the check. `charge` is told each chunk's size as it
+    arrives (the ingress's byte budget)."""
     policy = UrlPolicy.from_allowlist(allowed)
     try:
         async with asyncio.timeout(timeout_s):
             for _ in range(MAX_REDIRECTS + 1):
                 scheme, host, port = check_url(url, policy)
                 address = await resolve_allowed(host, port, policy)
-                location = await _fetch_once(client, url, scheme, host, port, address, max_bytes)
+                location = await _fetch_once(client, url, scheme, host, port, address, max_bytes,
+                                             charge)
                 if isinstance(location, bytes):
                     return location
                 url = location
@@ -241,7 +248,8 @@ async def fetch_url(client: httpx.AsyncClient, url: str, allowed: list[str], max
 
 
 async def _fetch_once(client: httpx.AsyncClient, url: str, scheme: str, host: str, port: int,
-                      address: str, max_bytes: int) -> bytes | str:
+                      address: str, max_bytes: int, charge: Callable[[int], None]
+                      ) -> bytes | str:
     """The body, or the absolute URL of a redirect."""
     parts = urlsplit(url)
     netloc = f"[{address}]" if ":" in address else address
@@ -265,6 +273,7 @@ async def _fetch_once(client: httpx.AsyncClient, url: str, scheme: str, host: st
             size += len(chunk)
             if size > max_bytes:
                 raise PayloadTooLarge(f"source.url is larger than {max_bytes} bytes")
+            charge(len(chunk))
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -133,7 +133,8 @@ class Page:
 
 
 class Document:
-    """An opened, validated PDF or image; use as a context manager."""
+    """An opened, validated PDF or image; use as a context manager. Like the PyMuPDF
+    document it wraps, it is not thread-safe: one thread at a time."""
 
     def __init__(self, data: bytes, max_page_pixels: int):
         self.kind = sniff(data)
@@ -151,7 +152,8 @@ class Document:
             raise EncryptedDocument(
                 "the PDF is encrypted or password-protected: send an unencrypted copy",
             )
-        if self._doc.page_count < 1:
+        self.page_count: int = self._doc.page_count
+        if self.page_count < 1:
             self._doc.close()
             raise CorruptDocument(f"the {self.kind.upper()} file has no pages")
 
@@ -159,11 +161,10 @@ class Document:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._doc.close()
+        self.close()
 
-    @property
-    def page_count(self) -> int:
-        return self._doc.page_count
+    def close(self) -> None:
+        self._doc.close()
 
     def page(self, number: int, dpi: int, force_ocr: bool = False) -> Page:
         """Text layer for born-digital PDF pages, else the page rendered to RGB pixels."""

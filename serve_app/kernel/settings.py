@@ -54,6 +54,8 @@ class Settings(BaseSettings):
 
     # Limits: every one is enforced while reading, before any work is done.
     max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0, alias="OCR_MAX_UPLOAD_BYTES")
+    # Document bytes one ingress replica holds at once, across requests: 503 beyond.
+    max_bytes_in_flight: int = Field(1024**3, gt=0, alias="OCR_MAX_BYTES_IN_FLIGHT")
     max_pages: int = Field(200, gt=0, alias="OCR_MAX_PAGES")
     max_page_pixels: int = Field(60_000_000, gt=0, alias="OCR_MAX_PAGE_PIXELS")
     max_texts: int = Field(1024, gt=0, alias="EMBED_MAX_TEXTS")
@@ -117,6 +119,11 @@ class Settings(BaseSettings):
                 "(or set OCR_SIDECAR_AUTH_MODE=network-isolation when a network boundary "
                 "alone protects the service)."
             )
+        if settings.max_bytes_in_flight < settings.max_upload_bytes:
+            raise ConfigError(
+                f"OCR_MAX_BYTES_IN_FLIGHT ({settings.max_bytes_in_flight}) is below "
+                f"OCR_MAX_UPLOAD_BYTES ({settings.max_upload_bytes}): a largest document "
+                "could never be read; raise it or lower the upload limit")
         if settings.blla_model_path is not None:
             path = settings.blla_model_path.expanduser().absolute()
             stores = (settings.model_cache_dir, settings.trained_models_dir)

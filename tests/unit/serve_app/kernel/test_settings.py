@@ -67,3 +67,11 @@ def test_blla_model_path_must_lie_in_the_model_store(clean_env: pytest.MonkeyPat
         Settings.load()
     clean_env.setenv("BLLA_MODEL_PATH", str(tmp_path / "models" / "blla.mlmodel"))
     assert Settings.load().blla_model_path == tmp_path / "models" / "blla.mlmodel"
+
+
+def test_a_byte_budget_below_the_largest_upload_refuses_to_start() -> None:
+    with pytest.raises(ConfigError, match="OCR_MAX_BYTES_IN_FLIGHT"):
+        Settings.load({"OCR_SIDECAR_API_KEY": "k", "OCR_MAX_UPLOAD_BYTES": 1000,
+                       "OCR_MAX_BYTES_IN_FLIGHT": 999})
+    assert Settings.load({"OCR_SIDECAR_API_KEY": "k", "OCR_MAX_UPLOAD_BYTES": 1000,
+                          "OCR_MAX_BYTES_IN_FLIGHT": 1000}).max_bytes_in_flight == 1000
