@@ -33,7 +33,7 @@ from serve_app.calls import answer
 from serve_app.error_handlers import field_errors
 from serve_app.kernel.datasets import Kind, scan_dataset, too_few
 from serve_app.kernel.engines import OcrEngines
-from serve_app.kernel.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, unwrap
+from serve_app.kernel.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from serve_app.kernel.settings import Settings
 from serve_app.pipeline import Handles, PagesRead, Pipeline
 from serve_app.security import (
@@ -80,21 +80,31 @@ class Ingress:
         """Liveness: the ingress answers."""
         return {"status": "ok"}
 
-    @route("GET", "/readyz", response_model=schemas.Health, tags=["health"],
-           responses={503: {"model": schemas.Health}})
+    @route("GET", "/readyz", response_model=schemas.Readiness, tags=["health"],
+           responses={503: {"model": schemas.Readiness}})
     async def readyz(self) -> Response:
-        """Readiness: every deployment answers and has its model loaded."""
-        states: dict[str, str] = {}
-        for name, handle in {**self.handles.deployed(),
-                             "ResidencyController": self.residency}.items():
-            method = handle.capacity if name == "ResidencyController" else handle.describe
-            try:
-                await asyncio.wait_for(method.remote(), timeout=5)
-                states[name] = "ok"
-            except Exception as exc:  # any failure means not ready; say which
-                states[name] = f"unavailable: {type(unwrap(exc)).__name__}"
-        ready = all(state == "ok" for state in states.values())
-        return JSONResponse({"status": "ok" if ready else "unavailable", "deployments": states},
+        """Readiness from what Serve's controller knows of every replica (started, model
+        loaded, passing its health checks): it never queues behind requests, so it holds
+        under overload. Ready when every deployment has a running replica."""
+        try:
+            status = await run_in_threadpool(serve.status)
+            application = status.applications[serve.get_replica_context().app_name]
+        except Exception as exc:  # the controller is away: nothing can be said to be ready
+            return JSONResponse({"status": "unavailable", "deployments": {},
+                                 "message": f"Serve's controller did not answer: {exc}"},
+                                status_code=503)
+        deployments = {}
+        for name, overview in application.deployments.items():
+            if name == "Ingress":  # it is answering this
+                continue
+            replicas = {_name(state): count
+                        for state, count in overview.replica_states.items() if count}
+            deployments[name] = {"status": _name(overview.status),
+                                 "running": replicas.get("RUNNING", 0), "replicas": replicas,
+                                 "message": overview.message or None}
+        ready = all(state["running"] > 0 for state in deployments.values())
+        return JSONResponse({"status": "ok" if ready else "unavailable",
+                             "deployments": deployments},
                             status_code=200 if ready else 503)
 
     # ---- documents --------------------------------------------------------------------
@@ -384,6 +394,11 @@ class Ingress:
             self._call(self.residency.capacity.remote(), "the ResidencyController"),
             self._describe_models())
         return {**capacity, "models": models}
+
+
+def _name(state: Any) -> str:
+    """A Serve status enum (or the plain string some versions give) as its name."""
+    return str(getattr(state, "value", state))
 
 
 def _json(data: Any) -> Response:

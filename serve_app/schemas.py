@@ -504,3 +504,18 @@ class ErrorBody(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     deployments: dict[str, str] = Field(default_factory=dict)
+
+
+class DeploymentReadiness(BaseModel):
+    status: str = Field(examples=["HEALTHY"], description="Serve's deployment status: "
+                        "HEALTHY, UPDATING, UPSCALING, DOWNSCALING, UNHEALTHY, ...")
+    running: int = Field(description="Replicas running and passing their health checks.")
+    replicas: dict[str, int] = Field(examples=[{"RUNNING": 1, "STARTING": 1}],
+                                     description="Replicas by state.")
+    message: str | None = Field(None, description="Why a deployment is not healthy.")
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    deployments: dict[str, DeploymentReadiness] = Field(default_factory=dict)
+    message: str | None = None

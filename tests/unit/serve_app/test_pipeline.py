@@ -75,7 +75,9 @@ class Segmenter:
 
 def pipeline(**settings: Any) -> tuple[Pipeline, Segmenter]:
     segmenter = Segmenter()
-    built = Pipeline(Settings(OCR_SIDECAR_API_KEY="k", OCR_PAGES_IN_FLIGHT=8, **settings),
+    limits = {"OCR_MAX_PAGES": 200, "OCR_MAX_UPLOAD_BYTES": 2**20,
+              "OCR_MAX_BYTES_IN_FLIGHT": 2**30, **settings}
+    built = Pipeline(Settings(OCR_SIDECAR_API_KEY="k", OCR_PAGES_IN_FLIGHT=8, **limits),
                      Handles(segmentation=segmenter), None)  # type: ignore[arg-type]
     built.open_document = WatchedDocument
     WATCHED.clear()

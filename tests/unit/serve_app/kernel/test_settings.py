@@ -69,7 +69,8 @@ def test_blla_model_path_must_lie_in_the_model_store(clean_env: pytest.MonkeyPat
     assert Settings.load().blla_model_path == tmp_path / "models" / "blla.mlmodel"
 
 
-def test_a_byte_budget_below_the_largest_upload_refuses_to_start() -> None:
+def test_a_byte_budget_below_the_largest_upload_refuses_to_start(
+        clean_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="OCR_MAX_BYTES_IN_FLIGHT"):
         Settings.load({"OCR_SIDECAR_API_KEY": "k", "OCR_MAX_UPLOAD_BYTES": 1000,
                        "OCR_MAX_BYTES_IN_FLIGHT": 999})
