@@ -115,8 +115,7 @@ class Embedding(ModelReplica):
     @serve.batch(max_batch_size=MAX_BATCH_TOKENS, batch_size_fn=batch_tokens,
                  batch_wait_timeout_s=0.003)
     async def _embed_batch(self, jobs: list[EmbedJob]) -> list[list[dict[str, Any]]]:
-        await self.follower.ensure()
-        return await asyncio.to_thread(self._run, jobs)
+        return await self.follower.run(lambda: asyncio.to_thread(self._run, jobs))
 
     def _run(self, jobs: list[EmbedJob]) -> list[list[dict[str, Any]]]:
         want = frozenset().union(*(job.want for job in jobs))

@@ -159,13 +159,13 @@ class OCR(ModelReplica):
         chosen, why, languages = await self.choose_for_page(
             engine, options.get("languages") or [], image)
         options = {**options, "languages": languages}
-        await self.follower.ensure()
         answer = await self.keep_alive.get()
         self.llm_pages += chosen.name == "llm"
         try:
             # More of our pages waiting for the VLM: keep it loaded; the last one: idle.
             keep_alive = answer["busy"] if self.llm_pages > 1 else answer["idle"]
-            lines = await chosen.recognize(image, {**options, "keep_alive": keep_alive})
+            lines = await self.follower.run(
+                lambda: chosen.recognize(image, {**options, "keep_alive": keep_alive}))
         finally:
             self.llm_pages -= chosen.name == "llm"
         return {"engine": chosen.name, "lines": lines, "reason": why,

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from ray.serve.handle import DeploymentHandle
@@ -17,9 +17,12 @@ from deployments.models import ModelSpec
 from deployments.residency.controller import ReplicaReport, gpu_key
 from deployments.residency.monitors import VramMonitor, open_monitor
 from deployments.trained_models import TrainedModels
+from serve_app.kernel.errors import Overloaded
 from serve_app.kernel.settings import Settings
 
 logger = logging.getLogger("ray.serve")
+Result = TypeVar("Result")
+OOM_RETRY_AFTER_S = 5  # a move back and forth takes seconds; an immediate retry would fail
 
 GPU_HEADROOM = 1.15  # allocator cap = share of the GPU * headroom
 
@@ -125,13 +128,7 @@ class PlacementFollower:
                            type(exc).__name__, self.deployment, self.placement)
             return self.placement
         if self.wanted != self.placement:
-            async with self.lock:
-                if self.wanted != self.placement:
-                    started = time.monotonic()
-                    await asyncio.to_thread(self.move, self.wanted)
-                    logger.info("%s moved %s -> %s in %.1f s", self.deployment, self.placement,
-                                self.wanted, time.monotonic() - started)
-                    self.placement, self.moves = self.wanted, self.moves + 1
+            await self.move_to(self.wanted)
             with contextlib.suppress(Exception):  # say at once what it holds now
                 await asyncio.wait_for(
                     self.residency.follow.remote(self.report(torch_device())), timeout=2.0)
@@ -149,10 +146,51 @@ class PlacementFollower:
 
         self.task = asyncio.get_running_loop().create_task(loop())
 
+    async def move_to(self, placement: str) -> None:
+        """Move the weights now, after any move that is running."""
+        async with self.lock:
+            if placement != self.placement:
+                started = time.monotonic()
+                await asyncio.to_thread(self.move, placement)
+                logger.info("%s moved %s -> %s in %.1f s", self.deployment, self.placement,
+                            placement, time.monotonic() - started)
+                self.placement, self.moves = placement, self.moves + 1
+
     async def ensure(self) -> str:
         """Before a request: wait for a move that is running."""
         async with self.lock:
             return self.placement
+
+    async def run(self, work: Callable[[], Awaitable[Result]]) -> Result:
+        """A request's work where the weights are, after any running move. CUDA out of
+        memory (the LLM took the VRAM first) is not the client's fault: the replica moves
+        to the CPU and runs the work once more there; the controller learns it on the next
+        poll. If that fails for memory too, 503 with Retry-After."""
+        await self.ensure()
+        try:
+            return await work()
+        except Exception as exc:
+            if not is_cuda_oom(exc):
+                raise
+            logger.warning("%s: CUDA out of memory (%s); moving to the CPU and retrying once",
+                           self.deployment, exc)
+        try:
+            await self.move_to("cpu")
+            return await work()
+        except Exception as exc:
+            if not is_cuda_oom(exc) and not isinstance(exc, MemoryError):
+                raise
+            raise Overloaded(f"{self.deployment} ran out of GPU memory and could not finish on "
+                             f"the CPU either ({type(exc).__name__}): retry shortly",
+                             headers={"Retry-After": str(OOM_RETRY_AFTER_S)}) from None
+
+
+def is_cuda_oom(exc: BaseException) -> bool:
+    """torch's CUDA OutOfMemoryError, or the CUDA allocation failure of another runtime
+    (onnxruntime's CUDA provider says "CUDA failure 2: out of memory")."""
+    text = str(exc).lower()
+    return type(exc).__name__ == "OutOfMemoryError" or ("cuda" in text
+                                                        and "out of memory" in text)
 
 
 class TrainedVersions:

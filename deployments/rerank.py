@@ -40,5 +40,4 @@ class Rerank(ModelReplica):
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)
     async def _rerank_batch(self, jobs: list[RerankJob]) -> list[list[float]]:
-        await self.follower.ensure()
-        return await self.engine.score(jobs)
+        return await self.follower.run(lambda: self.engine.score(jobs))

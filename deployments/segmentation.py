@@ -54,8 +54,8 @@ class Segmentation(ModelReplica):
     async def segment(self, image: np.ndarray) -> dict[str, Any]:
         """The page's lines and regions, and which model found them."""
         await self.sync_trained()
-        await self.follower.ensure()
-        found: PageSegmentation = await asyncio.to_thread(self.engine.segment, image)
+        found: PageSegmentation = await self.follower.run(
+            lambda: asyncio.to_thread(self.engine.segment, image))
         return {**found, **self.model_version()}
 
     async def describe(self) -> dict[str, Any]:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from deployments.replica import PlacementFollower
 from deployments.residency.controller import ReplicaReport
+from serve_app.kernel.errors import InvalidInput, Overloaded
 
 
 class Controller:
@@ -109,3 +112,45 @@ def test_a_replica_reports_its_own_gpu_as_nvml_sees_it_on_its_node() -> None:
     report = follower.report("cpu")
     assert report.snapshot is not None and report.snapshot.llm_used_mb == 9000
     assert _follower(Controller("gpu"), []).report("cpu").snapshot is None  # no NVML
+
+
+class CudaOutOfMemory(RuntimeError):
+    """What torch raises (torch.cuda.OutOfMemoryError), without a GPU to raise it."""
+
+
+CudaOutOfMemory.__name__ = "OutOfMemoryError"
+
+
+def test_cuda_out_of_memory_moves_the_replica_to_the_cpu_and_runs_once_more() -> None:
+    moved: list[str] = []
+    follower = _follower(Controller("gpu"), moved)
+    runs: list[str] = []
+
+    async def work() -> str:
+        runs.append(follower.placement)
+        if follower.placement == "gpu":
+            raise CudaOutOfMemory("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "embedded"
+
+    assert asyncio.run(follower.run(work)) == "embedded"
+    assert runs == ["gpu", "cpu"] and moved == ["cpu"]
+    assert follower.report("cpu").device == "cpu"  # the controller learns it on its poll
+
+
+def test_out_of_memory_on_the_cpu_too_is_503_with_retry_after_and_other_errors_pass() -> None:
+    follower = _follower(Controller("gpu"), [])
+
+    async def always_oom() -> None:
+        raise RuntimeError("CUDA failure 2: out of memory ; GPU=0 ; expr=cudaMalloc")
+
+    with pytest.raises(Overloaded) as refused:
+        asyncio.run(follower.run(always_oom))
+    assert refused.value.headers["Retry-After"]
+
+    async def bad_input() -> None:
+        raise InvalidInput("page image must be RGB")
+
+    still_gpu = _follower(Controller("gpu"), moved := [])
+    with pytest.raises(InvalidInput):
+        asyncio.run(still_gpu.run(bad_input))
+    assert moved == [] and still_gpu.placement == "gpu"
