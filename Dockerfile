@@ -1,8 +1,9 @@
-# ocr-graph on one host: Ray head + the Serve application of serve_config.yaml.
-#   docker compose up -d        (with Ollama beside it; see docker-compose.yml)
-# Models are not baked in: mount MODEL_CACHE_DIR (/models) with BGE-M3, the reranker and
-# any surya/kraken checkpoints (docs/operations.md, "Models without a network").
-FROM python:3.11-slim-bookworm
+# ocr-graph on one host: a Ray head and the Serve application of serve_config.yaml.
+#   cp .env.example .env (and fill it in); docker compose up -d
+# Runs as uid 1000 with a read-only root filesystem: everything it writes lies in
+# /models (MODEL_CACHE_DIR, staging in /models/.tmp), /data/state (STATE_DIR) and /cache
+# (Ray's session dir), which compose mounts as volumes (docs/operations.md).
+FROM python:3.11.11-slim-bookworm
 
 # Tesseract 5 with German, English and Fraktur (the tesseract engine), the same packages
 # as `make system-deps`; libglib for OpenCV (rapidocr, surya).
@@ -12,9 +13,10 @@ RUN apt-get update \
       tesseract-ocr-script-frak libglib2.0-0 \
  && rm -rf /var/lib/apt/lists/*
 
-RUN useradd --create-home --uid 1000 ocr
+RUN useradd --create-home --uid 1000 --user-group ocr
 WORKDIR /app
-# Dependencies first, so a code change does not reinstall them.
+# Dependencies first, so a code change does not reinstall them; the README's install
+# (pip install -c constraints.txt -e .) without the dev extras.
 COPY pyproject.toml constraints.txt README.md ./
 RUN mkdir serve_app deployments && touch serve_app/__init__.py deployments/__init__.py \
  && pip install --no-cache-dir --progress-bar off -c constraints.txt -e . \
@@ -23,16 +25,23 @@ COPY serve_app serve_app
 COPY deployments deployments
 COPY config config
 COPY serve_config.yaml ./
+COPY deploy/entrypoint.sh /usr/local/bin/ocr-graph-entrypoint
 
 ENV DATA_DIR=/data \
+    STATE_DIR=/data/state \
     MODEL_CACHE_DIR=/models \
+    TMPDIR=/models/.tmp \
+    RAY_TMPDIR=/cache/ray \
+    HF_HOME=/cache/huggingface \
     OCR_SIDECAR_UPLOAD_BASE=/data/uploads \
     PYTHONUNBUFFERED=1
-RUN mkdir -p /data /models && chown ocr:ocr /data /models
-USER ocr
-VOLUME ["/data", "/models"]
+RUN mkdir -p /data/state /data/uploads /models /cache \
+ && chown ocr:ocr /data/state /models /cache
+USER 1000:1000
+VOLUME ["/data/state", "/models", "/cache"]
 # 8000: the HTTP API; 8265: the Ray dashboard (capacity, logs, metrics).
 EXPOSE 8000 8265
-HEALTHCHECK --interval=30s --timeout=5s --start-period=300s \
-  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"
-CMD ["sh", "-c", "ray start --head --dashboard-host=0.0.0.0 --disable-usage-stats && RAY_ADDRESS=auto exec ocr-graph serve serve_config.yaml"]
+# A cold start may pull models first: ten minutes before a failing check counts.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
+ENTRYPOINT ["/usr/local/bin/ocr-graph-entrypoint"]

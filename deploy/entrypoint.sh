@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The container's start: check the writable dirs, clear old staging files, start a Ray
+# head and the Serve application. One clear line and exit 1 when a dir is not writable.
+set -euo pipefail
+
+state_dir="${STATE_DIR:-${DATA_DIR:-/data}/state}"
+cache_dir="${MODEL_CACHE_DIR:-${DATA_DIR:-/data}/models}"
+staging_dir="${TMPDIR:-$cache_dir/.tmp}"
+ray_dir="${RAY_TMPDIR:-/cache/ray}"
+
+for dir in "$state_dir" "$cache_dir" "$staging_dir" "$ray_dir"; do
+  if ! mkdir -p "$dir" 2>/dev/null || ! probe="$(mktemp -p "$dir" .write-probe.XXXXXX 2>/dev/null)"; then
+    echo "ocr-graph: $dir is not writable by uid $(id -u): mount a volume there owned by" \
+         "uid $(id -u) (docker compose runs volume-init for this)" >&2
+    exit 1
+  fi
+  rm -f "$probe"
+done
+
+# Downloads interrupted more than a day ago: nothing will resume them.
+find "$staging_dir" -mindepth 1 -maxdepth 1 -mtime +0 -exec rm -rf {} +
+
+if [ "$#" -gt 0 ]; then  # `docker run IMAGE ocr-graph models list` and the like
+  exec "$@"
+fi
+ray start --head --temp-dir="$ray_dir" --dashboard-host=0.0.0.0 --disable-usage-stats
+RAY_ADDRESS=auto exec ocr-graph serve "${SERVE_CONFIG:-serve_config.yaml}"
