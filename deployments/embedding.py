@@ -14,6 +14,7 @@ from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from ray.serve.metrics import Counter
 
 from deployments.engines.embedding import ENGINES, Tokenized
 from deployments.models import ModelSpec
@@ -69,10 +70,11 @@ def batch_tokens(jobs: list[EmbedJob]) -> int:
     return sum(job.size for job in jobs)
 
 
-# Bounded queue: on 2 cores (~350 sentences/s) 64 running and 96 queued requests of 64
-# sentences are about 30 s of work, so an accepted request answers in bounded time and a
-# request beyond that gets 503 with Retry-After at once (serve_app/calls.py).
-@serve.deployment(name="Embedding", max_ongoing_requests=64, max_queued_requests=96,
+# Bounded queue, sized from bench/overload.py: on 2 cores (~290 sentences/s) 64 running and
+# 96 queued 64-sentence requests were 42 s of work (p99 of accepted requests 41.7 s);
+# 32 + 48 are about 18 s, and 32 running still fill a batch. Beyond: 503 with Retry-After
+# (serve_app/calls.py).
+@serve.deployment(name="Embedding", max_ongoing_requests=32, max_queued_requests=48,
                   health_check_period_s=10)
 class Embedding(ModelReplica):
     """Dynamic batching across requests, bounded in tokens; one length-sorted forward per
@@ -87,6 +89,8 @@ class Embedding(ModelReplica):
         if self.engine.max_length > MAX_JOB_TOKENS:
             raise ValueError(f"model {spec.name!r}: max_length {self.engine.max_length} is "
                              f"over the {MAX_JOB_TOKENS} tokens a batch job may hold")
+        self.texts_embedded = Counter("ocr_graph_embedded_texts", "Texts embedded (its rate: "
+                                      "embeddings per second).")
         self.follow_placement()
 
     async def embed(
@@ -108,6 +112,7 @@ class Embedding(ModelReplica):
             tokens = await asyncio.to_thread(self.engine.tokenize, texts, max_length)
         parts = await asyncio.gather(*(
             self._embed_batch(job) for job in split_into_jobs(tokens, frozenset(want))))
+        self.texts_embedded.inc(len(texts))
         return [item for part in parts for item in part]
 
     # max_batch_size counts tokens (batch_size_fn); Ray's start-up warning that it exceeds

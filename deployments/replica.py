@@ -260,6 +260,9 @@ class ModelReplica:
     def start(self, spec: ModelSpec, settings: Settings, residency: DeploymentHandle | None,
               make_engine: Callable[[str], Any]) -> None:
         self.spec = spec
+        # Model compute yields the CPU to the ingress and proxy, which must keep answering
+        # (503s within a second, health checks) while every core is busy with models.
+        os.nice(settings.model_niceness)
         share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
         placement = "gpu" if share else "cpu"
         holds_weights = spec.footprint_mb > 0
