@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from ray.serve.metrics import Counter
 
 from deployments.engines.ocr import ENGINES, EngineUnavailable, OcrEngine, ocr_engines
 from deployments.engines.ocr.tesseract import TesseractEngine
@@ -91,6 +92,8 @@ class OCR(ModelReplica):
             keep_alive or {"busy": "5m", "idle": "30s", "reason": "default"},
             settings.residency_poll_s)
         self.llm_pages = 0  # pages of ours in flight to the VLM
+        self.pages_read = Counter("ocr_graph_ocr_pages", "Pages OCR'd, by the engine that "
+                                  "read them.", tag_keys=("engine",))
         self.specs, self.settings = specs, settings
         self.start(spec, settings, residency, lambda device: EngineSet(specs, settings, device))
         self.follow_trained([s.trained for s in specs if s.trained], settings)
@@ -168,6 +171,7 @@ class OCR(ModelReplica):
                 lambda: chosen.recognize(image, {**options, "keep_alive": keep_alive}))
         finally:
             self.llm_pages -= chosen.name == "llm"
+        self.pages_read.inc(tags={"engine": chosen.name})
         return {"engine": chosen.name, "lines": lines, "reason": why,
                 "model": self.engine.models.get(chosen.name)}
 

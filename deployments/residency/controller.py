@@ -198,6 +198,8 @@ class _Metrics:
     def __init__(self) -> None:
         from ray.serve.metrics import Counter, Gauge
 
+        self.total = Gauge("ocr_graph_vram_total_mb", "VRAM of each GPU (MB).",
+                           tag_keys=("gpu",))
         self.free = Gauge("ocr_graph_vram_free_mb", "Free VRAM per GPU (MB).", tag_keys=("gpu",))
         self.llm = Gauge("ocr_graph_vram_llm_mb", "VRAM held by the LLM per GPU (MB).",
                          tag_keys=("gpu",))
@@ -210,6 +212,7 @@ class _Metrics:
 
     def record(self, residency: Residency, made: list[Decision]) -> None:
         for key, gpu in residency.snapshots.items():
+            self.total.set(gpu.total_mb, tags={"gpu": key})
             self.free.set(gpu.free_mb, tags={"gpu": key})
             self.llm.set(gpu.llm_used_mb, tags={"gpu": key})
             self.ours.set(residency.held_mb(key), tags={"gpu": key})
