@@ -40,7 +40,9 @@ def test_ray_accepts_the_serve_config_and_the_app_builds(clean_env: pytest.Monke
                                                           ) -> None:
     ServeDeploySchema.model_validate(serve_config_v2())
     clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
-    build_app(serve_config_v2()["applications"][0]["args"])
+    args = serve_config_v2()["applications"][0]["args"]
+    # As on a CPU-only head node (serve_config.yaml says to set it there).
+    build_app({**args, "gpu_total_mb": 24576})
 
 
 def test_the_ingress_and_ocr_autoscale_and_the_gpu_group_asks_for_a_gpu() -> None:

@@ -74,10 +74,10 @@ class Segmenter:
 
 
 def pipeline(**settings: Any) -> tuple[Pipeline, Segmenter]:
+    """A pipeline over a stand-in Segmentation; the tests' clean_env keeps the machine's
+    settings (which win over these) out."""
     segmenter = Segmenter()
-    limits = {"OCR_MAX_PAGES": 200, "OCR_MAX_UPLOAD_BYTES": 2**20,
-              "OCR_MAX_BYTES_IN_FLIGHT": 2**30, **settings}
-    built = Pipeline(Settings(OCR_SIDECAR_API_KEY="k", OCR_PAGES_IN_FLIGHT=8, **limits),
+    built = Pipeline(Settings(OCR_SIDECAR_API_KEY="k", OCR_PAGES_IN_FLIGHT=8, **settings),
                      Handles(segmentation=segmenter), None)  # type: ignore[arg-type]
     built.open_document = WatchedDocument
     WATCHED.clear()
@@ -91,7 +91,8 @@ def loader(data: bytes) -> Any:
     return load
 
 
-def test_every_page_of_a_document_is_rendered_on_one_thread_that_also_closes_it() -> None:
+def test_every_page_of_a_document_is_rendered_on_one_thread_that_also_closes_it(
+        clean_env: pytest.MonkeyPatch) -> None:
     built, segmenter = pipeline()
     read = asyncio.run(built.segment(loader(pages_pdf(6)), SegmentOptions(dpi=50)))
     assert [page["page"] for page in read.pages] == [1, 2, 3, 4, 5, 6]
@@ -102,7 +103,8 @@ def test_every_page_of_a_document_is_rendered_on_one_thread_that_also_closes_it(
     assert not doc.closed_while_rendering
 
 
-def test_a_cancelled_request_closes_its_document_only_after_the_running_render() -> None:
+def test_a_cancelled_request_closes_its_document_only_after_the_running_render(
+        clean_env: pytest.MonkeyPatch) -> None:
     built, _ = pipeline()
 
     async def cancel_during_a_render() -> None:
@@ -125,7 +127,8 @@ def test_a_cancelled_request_closes_its_document_only_after_the_running_render()
     assert built.budget.held == 0
 
 
-def test_documents_beyond_the_byte_budget_are_refused_and_the_budget_comes_back() -> None:
+def test_documents_beyond_the_byte_budget_are_refused_and_the_budget_comes_back(
+        clean_env: pytest.MonkeyPatch) -> None:
     data = pages_pdf(1)
     built, segmenter = pipeline(OCR_MAX_UPLOAD_BYTES=len(data),
                                 OCR_MAX_BYTES_IN_FLIGHT=len(data) + len(data) // 2)
