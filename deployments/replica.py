@@ -219,6 +219,7 @@ def replica_info(deployment: str, spec: ModelSpec, device: str,
     resources = ray.get_runtime_context().get_assigned_resources()
     return {
         "deployment": deployment,
+        "node_id": ray.get_runtime_context().get_node_id(),
         "model": spec.name,
         "kind": spec.kind,
         "engine": spec.engine,

@@ -342,6 +342,7 @@ class ModelRef(BaseModel):
 
 class ModelInfo(BaseModel):
     deployment: str
+    node_id: str | None = Field(None, description="The Ray node the replica runs on.")
     model: str
     kind: str
     engine: str
