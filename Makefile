@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps serve test lint unit integration bench constraints clean
+.PHONY: setup system-deps serve test lint unit integration bench soak constraints clean
 
 # Debian/Ubuntu packages for the tesseract engine (German, English, Fraktur); needs root.
 # Without them the service runs and says so in /v1/models; CI installs them.
@@ -37,8 +37,20 @@ unit: setup
 integration: setup
 	$(PY) -m pytest tests/integration
 
+# Every benchmark, each writing its section of docs/benchmarks.md (about 12 min on 2 cores).
 bench: setup
 	$(PY) bench/embed_throughput.py
+	$(PY) bench/overload.py
+	$(PY) bench/llm_concurrency.py
+	$(PY) bench/llm_keep_alive.py
+	$(PY) bench/ocr_quality.py
+	$(PY) bench/residency_sim.py
+
+# Mixed load for SOAK_MINUTES (default 10): errors, latency and replica memory over time,
+# written to docs/soak.md.
+SOAK_MINUTES ?= 10
+soak: setup
+	$(PY) bench/soak.py --minutes $(SOAK_MINUTES)
 
 constraints: setup
 	head -n 2 constraints.txt > constraints.txt.new
