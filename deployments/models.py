@@ -1,9 +1,10 @@
-"""Model store: the catalog of config/models.yaml and where each model's weights are.
+"""The catalog of config/models.yaml and where each model's weights are.
 
-Weights are never downloaded here. A model is either bundled with a package
-(rapidocr, kraken's blla, the MiniLM package) or lies under MODEL_CACHE_DIR,
-put there on a connected host; a missing one fails the replica's start with a
-message that names the path.
+Replicas never download. A model is either bundled with a package (rapidocr, kraken's
+blla, the MiniLM package) or lies under MODEL_CACHE_DIR, fetched there by `ocr-graph
+models pull` from its `source` (deployments/model_store.py) or copied by hand; a missing
+one fails the replica's start with a message that names the model, the path and the
+command that fetches it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,26 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 Kind = Literal["ocr", "segmentation", "embedding", "rerank", "training"]
 
 
+class HubSource(BaseModel):
+    """A Hugging Face repo pinned to one commit (what `huggingface-cli download` takes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hf: str = Field(examples=["BAAI/bge-m3"])
+    revision: str = Field(pattern=r"^[0-9a-f]{40}$", description="A commit hash, never a "
+                          "branch: the same files on every pull.")
+    files: list[str] | None = Field(None, description="Only these (glob patterns).")
+
+
+class UrlSource(BaseModel):
+    """One file at a URL, with the sha256 it must have."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(pattern=r"^https?://")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class ModelSpec(BaseModel):
     """One catalog entry."""
 
@@ -36,6 +57,8 @@ class ModelSpec(BaseModel):
     path: str | None = None
     # A model trained here (POST /v1/train): its active version wins over `path`.
     trained: str | None = None
+    # Where `ocr-graph models pull` fetches the files at `path` from.
+    source: HubSource | UrlSource | None = None
     pooling: Literal["cls", "mean"] = "cls"
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -79,11 +102,11 @@ def resolve_weights(spec: ModelSpec, settings: Settings) -> Path | None:
     else:
         return None
     if not path.exists():
-        raise ModelMissing(
-            f"model {spec.name!r} is not at {path}: copy its files there on a connected host "
-            "(see docs/operations.md, 'Models without a network')",
-            detail={"model": spec.name, "path": str(path)},
-        )
+        how = (f"run `ocr-graph models pull {spec.name}` on this node" if spec.source else
+               "copy its files there on a connected host (docs/operations.md, 'Models "
+               "without a network')")
+        raise ModelMissing(f"model {spec.name!r} is not at {path}: {how}",
+                           detail={"model": spec.name, "path": str(path)})
     return path
 
 

@@ -6,7 +6,13 @@
                                    a residency profile on a machine without a GPU
     ocr-graph key                  print the API key `serve` uses (for curl and scripts)
     ocr-graph ocr FILE|DIR ...     OCR files through a running service, with a progress bar
-    ocr-graph models               what each deployment serves, where
+    ocr-graph models list [--config CONFIG]
+                                   every catalog model: source, present, size, deployment
+    ocr-graph models pull NAME ... fetch missing models into MODEL_CACHE_DIR, with progress
+    ocr-graph models deployed      what each deployment of a running service serves, where
+
+This module is an entry point: like serve_app/app.py it may import the deployments (the
+model catalog and store).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from tqdm import tqdm
 
 from serve_app.kernel.settings import Settings
@@ -199,6 +206,82 @@ def _write_whole(path: Path, text: str) -> None:
     partial.replace(path)
 
 
+DEPLOYMENT_OF_KIND = {"ocr": "OCR", "segmentation": "Segmentation", "embedding": "Embedding",
+                      "rerank": "Rerank", "training": "Trainer"}
+
+
+def _source(spec: Any) -> str:
+    from deployments.models import HubSource
+
+    if spec.source is None:
+        elsewhere = {"llm": "in Ollama (OLLAMA_URL)", "tesseract": "make system-deps",
+                     "ensemble": "tesseract and rapidocr", "embedding-similarity":
+                     "no weights: the Embedding's"}
+        return f"package {spec.package}" if spec.package else (
+            f"trained here ({spec.trained})" if spec.trained else
+            "copied by hand" if spec.path else
+            elsewhere.get(spec.engine, "bundled with its engine"))
+    if isinstance(spec.source, HubSource):
+        return f"hf {spec.source.hf}@{spec.source.revision[:8]}"
+    return f"url {spec.source.url}"
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    """The catalog as the store sees it, without a running service."""
+    from deployments.model_store import size_of
+    from deployments.models import load_catalog, resolve_weights
+    from serve_app.kernel.errors import ModelMissing
+
+    settings = Settings()
+    used = set()
+    if args.config:
+        app_args = (yaml.safe_load(args.config.read_text()) or {})["applications"][0]["args"]
+        used = {app_args.get(key) for key in ("ocr_model", "segmentation_model",
+                                              "embedding_model", "rerank_model",
+                                              "training_model")} | set(
+            app_args.get("ocr_engines") or [])
+    print(f"{'model':<22} {'deployment':<13} {'present':<8} {'size MB':>8}  source")
+    for name, spec in load_catalog().items():
+        try:
+            path = resolve_weights(spec, settings)
+            present, size = "yes", f"{size_of(path) / 2**20:.0f}" if path else "-"
+        except ModelMissing:
+            present, size = "MISSING", "-"
+        deployment = DEPLOYMENT_OF_KIND[spec.kind] + ("*" if name in used else "")
+        print(f"{name:<22} {deployment:<13} {present:<8} {size:>8}  {_source(spec)}")
+    if args.config:
+        print(f"* deployed by {args.config}")
+    return 0
+
+
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    """Fetch the named models that are missing; one line per model, a bar per download."""
+    from deployments.model_store import PullFailed, clean_staging, pull
+    from deployments.models import load_catalog
+
+    settings = Settings()
+    catalog = load_catalog()
+    unknown = [name for name in args.names if name not in catalog]
+    if unknown:
+        print(f"ocr-graph: not in config/models.yaml: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    clean_staging(settings)
+    failed = 0
+    for name in args.names:
+        with tqdm(desc=name, unit="B", unit_scale=True, leave=False) as bar:
+            def progress(done: int, total: int | None, bar: tqdm = bar) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+            try:
+                path = pull(catalog[name], settings, progress)
+            except PullFailed as exc:
+                print(f"ocr-graph: {name}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+        print(f"{name}: {path}")
+    return 1 if failed else 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     with _client(args) as client:
         response = client.get("/v1/models")
@@ -226,9 +309,20 @@ def parser() -> argparse.ArgumentParser:
     key = commands.add_parser("key", help="print the API key")
     key.set_defaults(func=cmd_key)
 
-    for name, func, help_text in (("ocr", cmd_ocr, "OCR files or directories"),
-                                  ("models", cmd_models, "list the deployed models")):
-        sub = commands.add_parser(name, help=help_text)
+    models = commands.add_parser("models", help="the model store and the deployed models")
+    store = models.add_subparsers(dest="models_command", required=True)
+    listing = store.add_parser("list", help="every catalog model: source, present, size")
+    listing.add_argument("--config", type=Path, help="mark the models this serve config "
+                         "deploys")
+    listing.set_defaults(func=cmd_models_list)
+    pulling = store.add_parser("pull", help="fetch missing models into MODEL_CACHE_DIR")
+    pulling.add_argument("names", nargs="+")
+    pulling.set_defaults(func=cmd_models_pull)
+
+    for name, parent, func, help_text in (
+            ("ocr", commands, cmd_ocr, "OCR files or directories"),
+            ("deployed", store, cmd_models, "what a running service's deployments serve")):
+        sub = parent.add_parser(name, help=help_text)
         sub.add_argument("--url", default="http://127.0.0.1:8000")
         sub.add_argument("--key", help="API key (default: OCR_SIDECAR_API_KEY or the key file)")
         sub.add_argument("--timeout", type=float, default=600.0)
