@@ -37,7 +37,7 @@ unit: setup
 integration: setup
 	$(PY) -m pytest tests/integration
 
-# Every benchmark, each writing its section of docs/benchmarks.md (about 12 min on 2 cores).
+# Every benchmark, each writing its section of docs/benchmarks.md.
 bench: setup
 	$(PY) bench/embed_throughput.py
 	$(PY) bench/overload.py
