@@ -1,0 +1,182 @@
+"""Pages per second through the service against the engine called directly, one run.
+
+    python bench/pages_throughput.py [--digital-pages 200] [--scans 12] [--segment 4]
+
+The embedded default (config/local.yaml; no tesseract, llm or training, which this does
+not measure) on this machine. Each row's baseline is the best a user could do without
+us, on the same input:
+- born-digital PDF: PyMuPDF's own text extraction with geometry (`page.get_text("dict")`)
+  over every page, against one /v1/ocr/upload of the whole PDF (formats json and text);
+- scans through rapidocr: RapidOCR called on each original page image in this process,
+  against the same PNGs uploaded with engine=rapidocr from 2 clients, with 1 and with 2
+  OCR replicas;
+- segmentation: kraken's blla.segment on each original image, against
+  /v1/segment/upload of the same PNGs;
+- cold start: from starting Ray to /readyz 200, and each replica's RSS once ready.
+Written to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.overload import ReplicaWatch  # noqa: E402
+from bench.report import write_report  # noqa: E402
+from tests.fixtures.cluster import local_serve  # noqa: E402 - after the path setup
+from tests.fixtures.documents import LINES, scan_png, text_pdf  # noqa: E402
+
+
+def app_args(ocr_replicas: int) -> dict[str, Any]:
+    config = yaml.safe_load((ROOT / "config" / "local.yaml").read_text(encoding="utf-8"))
+    args = dict(config["applications"][0]["args"])
+    args.update(ocr_engines=[], embedding_model=None, rerank_model=None, training_model=None)
+    options = dict(args["deployment_options"])
+    options["OCR"] = {**options["OCR"], "num_replicas": ocr_replicas}
+    args["deployment_options"] = options
+    return args
+
+
+def scans(count: int) -> list[bytes]:
+    """Distinct scanned pages: clean print of a few lines each, as PNG."""
+    return [scan_png([f"{line} {index}" for line in LINES], dpi=200) for index in range(count)]
+
+
+def direct_digital(pdf: bytes) -> float:
+    import pymupdf
+
+    started = time.perf_counter()
+    with pymupdf.open(stream=pdf, filetype="pdf") as doc:
+        for page in doc:
+            page.get_text("dict", sort=True)
+    return time.perf_counter() - started
+
+
+def direct_rapidocr(images: list[bytes]) -> float:
+    import numpy as np
+    from PIL import Image
+    from rapidocr import RapidOCR
+
+    engine = RapidOCR(params={"Global.log_level": "warning"})
+    arrays = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in images]
+    engine(arrays[0])  # warm-up
+    started = time.perf_counter()
+    for array in arrays:
+        engine(array)
+    return time.perf_counter() - started
+
+
+def direct_blla(images: list[bytes]) -> float:
+    from kraken import blla
+    from PIL import Image
+
+    pages = [Image.open(io.BytesIO(data)) for data in images]
+    blla.segment(pages[0])  # warm-up (loads the model)
+    started = time.perf_counter()
+    for page in pages:
+        blla.segment(page)
+    return time.perf_counter() - started
+
+
+def upload_all(url: str, key: str, route: str, files: list[bytes], options: dict[str, Any],
+               clients: int, name: str = "page.png") -> float:
+    import httpx
+
+    def one(data: bytes) -> None:
+        with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=900) as http:
+            response = http.post(route, files={"file": (name, data)},
+                                 data={"options": json.dumps(options)})
+            response.raise_for_status()
+
+    one(files[0])  # warm-up
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, files))
+    return time.perf_counter() - started
+
+
+def served(args: dict[str, Any], work: Any) -> tuple[Any, float, dict[str, float]]:
+    """(work's result, seconds from starting Ray to /readyz 200, RSS MB per replica)."""
+    import httpx
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    started = time.perf_counter()
+    with local_serve(None, num_cpus=2) as cluster:
+        serve.run(build_app(args), name="bench", route_prefix="/")
+        while httpx.get(f"{cluster.url}/readyz", timeout=30).status_code != 200:
+            pass
+        cold = time.perf_counter() - started
+        memory = ReplicaWatch("bench", ("Ingress", "OCR", "Segmentation",
+                                        "ResidencyController")).rss_mb()
+        return work(cluster.url, cluster.api_key), cold, memory
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--digital-pages", type=int, default=200)
+    parser.add_argument("--scans", type=int, default=12)
+    parser.add_argument("--segment", type=int, default=4)
+    args = parser.parse_args()
+    pdf = text_pdf([f"{line} on a born-digital page" for line in LINES * 10],
+                   pages=args.digital_pages)
+    images = scans(args.scans)
+    direct = {"digital": direct_digital(pdf), "rapidocr": direct_rapidocr(images),
+              "blla": direct_blla(images[:args.segment])}
+
+    def work(url: str, key: str) -> dict[str, float]:
+        return {
+            "digital json": upload_all(url, key, "/v1/ocr/upload", [pdf], {"formats": ["json"]},
+                                       1, "doc.pdf"),
+            "digital text": upload_all(url, key, "/v1/ocr/upload", [pdf], {"formats": ["text"]},
+                                       1, "doc.pdf"),
+            "rapidocr": upload_all(url, key, "/v1/ocr/upload", images, {"engine": "rapidocr"}, 2),
+            "blla": upload_all(url, key, "/v1/segment/upload", images[:args.segment], {}, 1),
+        }
+
+    one, cold, memory = served(app_args(1), work)
+    two, _, _ = served(app_args(2), lambda url, key: {"rapidocr": upload_all(
+        url, key, "/v1/ocr/upload", images, {"engine": "rapidocr"}, 4)})
+    n = args.digital_pages
+    rows = [
+        ("born-digital PDF, formats json", f"{n} pages", n / direct["digital"],
+         n / one["digital json"]),
+        ("born-digital PDF, formats text", f"{n} pages", n / direct["digital"],
+         n / one["digital text"]),
+        ("scans, rapidocr, 1 OCR replica", f"{args.scans} pages", args.scans / direct["rapidocr"],
+         args.scans / one["rapidocr"]),
+        ("scans, rapidocr, 2 OCR replicas", f"{args.scans} pages",
+         args.scans / direct["rapidocr"], args.scans / two["rapidocr"]),
+        ("segmentation, kraken blla", f"{args.segment} pages", args.segment / direct["blla"],
+         args.segment / one["blla"]),
+    ]
+    table = "\n".join(f"| {name} | {size} | {base:.2f} | {ours:.2f} | **{ours / base:.2f}** |"
+                      for name, size, base, ours in rows)
+    report = (
+        "The embedded default on this machine (2 cores); the baseline is the engine called "
+        "directly on the same input in this process.\n\n"
+        "| input | size | direct pages/s | service pages/s | service / direct |\n"
+        "|---|---|---|---|---|\n" + table + "\n\n"
+        f"Cold start, from starting Ray to /readyz 200: {cold:.1f} s. Replica RSS once ready (MB): "
+        + ", ".join(f"{name} {mb:.0f}" for name, mb in sorted(memory.items()))
+        + f", {sum(memory.values()):.0f} in all (Serve's controller and proxy not counted).\n"
+    )
+    print(report)
+    write_report(report, "pages_throughput")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
