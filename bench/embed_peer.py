@@ -1,0 +1,176 @@
+"""Embeddings: the service against infinity-emb on the same model, and against the model's
+own length-sorted forward, at concurrency 1, 8, 32 and 128, in one run.
+
+    python bench/embed_peer.py [--sentences 4096] [--per-request 16]
+
+infinity-emb is installed by this script into a venv of its own (bench/.venvs/infinity,
+pinned below) and serves the same MiniLM files from the same package path, on the CPU,
+mean pooling, its defaults otherwise. Both servers get the same OpenAI-shaped requests
+(`/embeddings` there, `/v1/embeddings` here), one server at a time on the same cores. The
+direct baseline is the model's forward over all sentences sorted by length, 64 a batch:
+what a user with the model and no server gets at best. Written to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.embed_throughput import sentences  # noqa: E402
+from bench.overload import embedded_default, percentile  # noqa: E402
+from bench.report import write_report  # noqa: E402
+from tests.fixtures.cluster import running_app  # noqa: E402 - after the path setup
+
+INFINITY = "infinity-emb[server,torch]==0.0.78"
+VENV = ROOT / "bench" / ".venvs" / "infinity"
+LEVELS = (1, 8, 32, 128)
+
+
+def model_path() -> str:
+    from deployments.models import load_catalog, resolve_weights
+    from serve_app.kernel.settings import Settings
+
+    return str(resolve_weights(load_catalog()["all-minilm-l6-v2"],
+                               Settings(OCR_SIDECAR_API_KEY="bench")))
+
+
+def sorted_forward(texts: list[str]) -> float:
+    """Sentences/s of the model's own forward, length-sorted, 64 a batch, mean pooled."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    path = model_path()
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+    model.eval()
+    ordered = sorted(texts, key=len)
+
+    def run() -> None:
+        for start in range(0, len(ordered), 64):
+            batch = tokenizer(ordered[start:start + 64], padding=True, truncation=True,
+                              return_tensors="pt")
+            with torch.inference_mode():
+                hidden = model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1)
+                torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+    run()  # warm-up
+    started = time.perf_counter()
+    run()
+    return len(texts) / (time.perf_counter() - started)
+
+
+async def load(url: str, path: str, headers: dict[str, str], texts: list[str],
+               per_request: int, concurrency: int) -> tuple[float, float, float, int]:
+    """(sentences/s, p50 s, p99 s, 503s retried) with `concurrency` clients over all
+    texts; latency is from the first try to the answer."""
+    import aiohttp
+
+    chunks = [texts[i:i + per_request] for i in range(0, len(texts), per_request)]
+    latencies: list[float] = []
+    refusals = [0]
+    async with aiohttp.ClientSession(url, headers=headers, connector=aiohttp.TCPConnector(
+            limit=concurrency), timeout=aiohttp.ClientTimeout(total=600)) as session:
+        async def worker(mine: list[list[str]]) -> None:
+            for chunk in mine:
+                sent = time.perf_counter()
+                while True:  # a 503 says when to retry; a client does, and it counts
+                    async with session.post(path, json={"model": "all-minilm-l6-v2",
+                                                        "input": chunk}) as response:
+                        await response.read()
+                        if response.status != 503:
+                            assert response.status == 200, response.status
+                            break
+                        retry = float(response.headers.get("retry-after", "1"))
+                    refusals[0] += 1
+                    await asyncio.sleep(retry)
+                latencies.append(time.perf_counter() - sent)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(chunks[i::concurrency]) for i in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return (len(texts) / elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99),
+            refusals[0])
+
+
+def measure(url: str, path: str, headers: dict[str, str], texts: list[str],
+            per_request: int) -> dict[int, tuple[float, float, float, int]]:
+    asyncio.run(load(url, path, headers, texts[:256], per_request, 8))  # warm-up
+    return {level: asyncio.run(load(url, path, headers, texts, per_request, level))
+            for level in LEVELS}
+
+
+def infinity(texts: list[str], per_request: int
+             ) -> dict[int, tuple[float, float, float, int]]:
+    if not (VENV / "bin" / "infinity_emb").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "--progress-bar", "off",
+                        INFINITY], check=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(VENV / "bin" / "infinity_emb"), "v2", "--model-id", model_path(),
+         "--served-model-name", "all-minilm-l6-v2", "--engine", "torch", "--device", "cpu",
+         "--pooling-method", "mean", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "INFINITY_ANONYMOUS_USAGE_STATS": "0"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if server.poll() is not None:
+                    raise RuntimeError("infinity_emb exited at start") from None
+        return measure(url, "/embeddings", {}, texts, per_request)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sentences", type=int, default=4096)
+    parser.add_argument("--per-request", type=int, default=16)
+    args = parser.parse_args()
+    texts = sentences(args.sentences)
+    direct = sorted_forward(texts)
+    peer = infinity(texts, args.per_request)
+    with running_app(embedded_default()) as (url, key):
+        ours = measure(url, "/v1/embeddings", {"X-API-Key": key}, texts, args.per_request)
+    rows = []
+    for level in LEVELS:
+        (o, o50, o99, o503), (p, p50, p99, p503) = ours[level], peer[level]
+        rows.append(f"| {level} | {o:.0f} ({o / direct:.2f}) | {o50:.2f} / {o99:.2f} | {o503} "
+                    f"| {p:.0f} ({p / direct:.2f}) | {p50:.2f} / {p99:.2f} | {p503} | "
+                    f"**{o / p:.2f}** |")
+    report = (
+        f"MiniLM-L6 on the CPU (2 cores), {args.sentences} sentences of 6-14 words, "
+        f"{args.per_request} per request, OpenAI-shaped requests to both servers; "
+        f"the model's own length-sorted forward: {direct:.0f} sentences/s. ocr-graph with "
+        f"config/local.yaml's Embedding, {INFINITY} with its defaults.\n\n"
+        "| concurrency | ocr-graph sentences/s (of direct) | p50 / p99 s | 503s retried | "
+        "infinity sentences/s (of direct) | p50 / p99 s | 503s retried | ocr-graph / "
+        "infinity |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        "A 503 is retried after its Retry-After, as a client should; latency counts from "
+        "the first try.\n")
+    print(report)
+    write_report(report, "embed_peer")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
