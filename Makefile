@@ -40,7 +40,9 @@ integration: setup
 # Every benchmark, each writing its section of docs/benchmarks.md.
 bench: setup
 	$(PY) bench/embed_throughput.py
+	$(PY) bench/embed_peer.py
 	$(PY) bench/overload.py
+	$(PY) bench/pages_throughput.py
 	$(PY) bench/llm_concurrency.py
 	$(PY) bench/llm_keep_alive.py
 	$(PY) bench/ocr_quality.py
