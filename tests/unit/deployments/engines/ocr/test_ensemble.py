@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
+from deployments.engines.ocr import ensemble
 from deployments.engines.ocr.ensemble import EnsembleEngine, align, combine, pair_lines, vote
 from deployments.models import ModelSpec
 from serve_app.kernel.errors import InvalidInput
@@ -74,35 +76,33 @@ def test_word_boxes_follow_the_vote_only_where_words_still_match_one_to_one() ->
 
 
 class Reader:
-    """A voter that answers with fixed lines and records what it was asked."""
+    """A voter engine that answers with fixed lines and records what it was asked."""
 
     name = "reader"
     reads_baselines = False
+    built: ClassVar[list[Reader]] = []
 
-    def __init__(self, lines: list[Line]):
-        self.lines, self.asked = lines, []
+    def __init__(self, spec: ModelSpec, settings: Settings, device: str):
+        self.asked: list[list[str]] = []
+        Reader.built.append(self)
 
     async def recognize(self, image: np.ndarray, options: dict) -> list[Line]:
         self.asked.append(options["languages"])
-        return self.lines
+        return [line("Sapere aude", 0)]
 
     def move(self, device: str) -> None: ...
 
 
-def test_each_voter_reads_with_its_own_languages_and_the_request_names_none() -> None:
-    pytest.importorskip("rapidocr")
+def test_each_voter_reads_with_its_own_languages_and_the_request_names_none(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ensemble, "VOTER_ENGINES", {"tesseract": Reader, "rapidocr": Reader})
+    Reader.built.clear()
     spec = ModelSpec(name="ensemble", kind="ocr", engine="ensemble", footprint_mb=0)
-    try:
-        engine = EnsembleEngine(spec, Settings(OCR_SIDECAR_API_KEY="k"), "cpu")
-    except RuntimeError:  # tesseract not installed
-        pytest.skip("tesseract is not installed")
-    readers = [Reader([line("Sapere aude", 0)]), Reader([line("Sapere aude", 0)]),
-               Reader([line("Sapere aude", 0)])]
-    engine.voters = [(reader, voter) for reader, (_, voter) in zip(readers, engine.voters,
-                                                                   strict=True)]
+    engine = EnsembleEngine(spec, Settings(OCR_SIDECAR_API_KEY="k"), "cpu")
+    tesseract, rapidocr = Reader.built  # one engine object per engine, however many votes
     image = np.zeros((10, 10, 3), np.uint8)
     [found] = asyncio.run(engine.recognize(image, {}))
     assert found["text"] == "Sapere aude"
-    assert [reader.asked for reader in readers] == [[["fraktur"]], [["frk"]], [[]]]
+    assert tesseract.asked == [["fraktur"], ["frk"]] and rapidocr.asked == [[]]
     with pytest.raises(InvalidInput):
         asyncio.run(engine.recognize(image, {"languages": ["deu"]}))
