@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bench.embed_throughput import sentences  # noqa: E402
 from bench.overload import embedded_default, percentile  # noqa: E402
 from bench.report import write_report  # noqa: E402
-from tests.fixtures.cluster import running_app  # noqa: E402 - after the path setup
+from tests.fixtures.cluster import free_port, running_app  # noqa: E402
 
 INFINITY = "infinity-emb[server,torch]==0.0.78"
 VENV = ROOT / "bench" / ".venvs" / "infinity"
@@ -114,9 +113,7 @@ def infinity(texts: list[str], per_request: int
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(VENV / "bin" / "pip"), "install", "--progress-bar", "off",
                         INFINITY], check=True)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [str(VENV / "bin" / "infinity_emb"), "v2", "--model-id", model_path(),
          "--served-model-name", "all-minilm-l6-v2", "--engine", "torch", "--device", "cpu",

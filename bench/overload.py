@@ -21,23 +21,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.embed_throughput import sentences  # noqa: E402
 from bench.report import write_report  # noqa: E402
-from tests.fixtures.cluster import running_app  # noqa: E402 - after the path setup
+from tests.fixtures.cluster import local_default_args, running_app  # noqa: E402
 
 
 def embedded_default() -> dict[str, Any]:
     """config/local.yaml's application arguments, with only the Embedding deployed."""
-    config = yaml.safe_load((ROOT / "config" / "local.yaml").read_text(encoding="utf-8"))
-    args = dict(config["applications"][0]["args"])
-    args.update(ocr_model=None, ocr_engines=[], segmentation_model=None, rerank_model=None,
-                training_model=None)
-    return args
+    return local_default_args(ocr_model=None, ocr_engines=[], segmentation_model=None,
+                              rerank_model=None, training_model=None)
 
 
 async def concurrency_32(url: str, key: str, texts: list[str], per_request: int) -> float:

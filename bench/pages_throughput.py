@@ -27,25 +27,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.overload import ReplicaWatch  # noqa: E402
 from bench.report import write_report  # noqa: E402
-from tests.fixtures.cluster import local_serve  # noqa: E402 - after the path setup
+from tests.fixtures.cluster import local_default_args, local_serve  # noqa: E402
 from tests.fixtures.documents import LINES, scan_png, text_pdf  # noqa: E402
 
 
 def app_args(ocr_replicas: int) -> dict[str, Any]:
-    config = yaml.safe_load((ROOT / "config" / "local.yaml").read_text(encoding="utf-8"))
-    args = dict(config["applications"][0]["args"])
-    args.update(ocr_engines=[], embedding_model=None, rerank_model=None, training_model=None)
+    args = local_default_args(ocr_engines=[], embedding_model=None, rerank_model=None,
+                              training_model=None)
     options = dict(args["deployment_options"])
     options["OCR"] = {**options["OCR"], "num_replicas": ocr_replicas}
-    args["deployment_options"] = options
-    return args
+    return {**args, "deployment_options": options}
 
 
 def scans(count: int) -> list[bytes]:

@@ -24,14 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.embed_throughput import sentences  # noqa: E402
 from bench.overload import ReplicaWatch, percentile  # noqa: E402
-from tests.fixtures.cluster import running_app  # noqa: E402 - after the path setup
+from tests.fixtures.cluster import local_default_args, running_app  # noqa: E402
 from tests.fixtures.documents import scanned_pdf  # noqa: E402
 
 REPLICAS = ("Ingress", "OCR", "Segmentation", "Embedding", "Rerank")
@@ -39,10 +37,7 @@ REPLICAS = ("Ingress", "OCR", "Segmentation", "Embedding", "Rerank")
 
 def soak_app() -> dict[str, Any]:
     """config/local.yaml's application without the engines this load does not use."""
-    config = yaml.safe_load((ROOT / "config" / "local.yaml").read_text(encoding="utf-8"))
-    args = dict(config["applications"][0]["args"])
-    args.update(ocr_engines=[], training_model=None)
-    return args
+    return local_default_args(ocr_engines=[], training_model=None)
 
 
 class Tally:

@@ -206,10 +206,6 @@ def _write_whole(path: Path, text: str) -> None:
     partial.replace(path)
 
 
-DEPLOYMENT_OF_KIND = {"ocr": "OCR", "segmentation": "Segmentation", "embedding": "Embedding",
-                      "rerank": "Rerank", "training": "Trainer"}
-
-
 def _source(spec: Any) -> str:
     from deployments.models import HubSource
 
@@ -230,8 +226,10 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     """The catalog as the store sees it, without a running service."""
     from deployments.model_store import size_of
     from deployments.models import load_catalog, resolve_weights
+    from serve_app.app import DEPLOYMENTS
     from serve_app.kernel.errors import ModelMissing
 
+    deployment_of_kind = {kind: name for name, (kind, _) in DEPLOYMENTS.items()}
     settings = Settings()
     used = set()
     if args.config:
@@ -247,7 +245,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             present, size = "yes", f"{size_of(path) / 2**20:.0f}" if path else "-"
         except ModelMissing:
             present, size = "MISSING", "-"
-        deployment = DEPLOYMENT_OF_KIND[spec.kind] + ("*" if name in used else "")
+        deployment = deployment_of_kind[spec.kind] + ("*" if name in used else "")
         print(f"{name:<22} {deployment:<13} {present:<8} {size:>8}  {_source(spec)}")
     if args.config:
         print(f"* deployed by {args.config}")

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,13 @@ import psutil
 import pytest
 import yaml
 
+from tests.fixtures.cluster import free_port
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 KEY = "multinode-key-" + os.urandom(8).hex()
 START_S = 300  # both nodes up, models loaded, the app ready
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def node_ports() -> list[str]:
