@@ -332,7 +332,7 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--pages", help="page selection, e.g. 1-3,7")
             sub.add_argument("--dpi", type=int, default=300)
             sub.add_argument("--engine", default="auto",
-                             help="auto, rapidocr, tesseract, surya, kraken or llm")
+                             help="auto, rapidocr, tesseract, ensemble, surya, kraken or llm")
             sub.add_argument("--format", action="append", default=[],
                              choices=["alto", "page", "hocr"],
                              help="also write this format (repeatable)")
