@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.overload import ReplicaWatch  # noqa: E402
 from bench.report import write_report  # noqa: E402
-from tests.fixtures.cluster import local_default_args, local_serve  # noqa: E402
+from tests.fixtures.cluster import local_default_args, running_app  # noqa: E402
 from tests.fixtures.documents import LINES, scan_png, text_pdf  # noqa: E402
 
 
@@ -105,19 +105,15 @@ def upload_all(url: str, key: str, route: str, files: list[bytes], options: dict
 def served(args: dict[str, Any], work: Any) -> tuple[Any, float, dict[str, float]]:
     """(work's result, seconds from starting Ray to /readyz 200, RSS MB per replica)."""
     import httpx
-    from ray import serve
-
-    from serve_app.app import build_app
 
     started = time.perf_counter()
-    with local_serve(None, num_cpus=2) as cluster:
-        serve.run(build_app(args), name="bench", route_prefix="/")
+    with running_app(args) as (url, key):
         # serve.run returns once the app is ready; /readyz must agree before the clock stops.
-        assert httpx.get(f"{cluster.url}/readyz", timeout=30).status_code == 200
+        assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
         cold = time.perf_counter() - started
         memory = ReplicaWatch("bench", ("Ingress", "OCR", "Segmentation",
                                         "ResidencyController")).rss_mb()
-        return work(cluster.url, cluster.api_key), cold, memory
+        return work(url, key), cold, memory
 
 
 def main() -> int:
