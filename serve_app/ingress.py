@@ -31,6 +31,7 @@ from serve_app.asgi import build_http_app, expected_api_key, route
 from serve_app.budget import Charge
 from serve_app.calls import answer
 from serve_app.error_handlers import field_errors
+from serve_app.front_door import INGRESS_MAX_ONGOING
 from serve_app.kernel.datasets import Kind, scan_dataset, too_few
 from serve_app.kernel.engines import OcrEngines
 from serve_app.kernel.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
@@ -47,7 +48,10 @@ from serve_app.security import (
 logger = logging.getLogger("ray.serve")
 
 
-@serve.deployment(name="Ingress", max_ongoing_requests=256, health_check_period_s=10)
+# As many requests as the proxy in front lets in (serve_app/front_door.py), so the proxy
+# never queues one behind another; its unbounded queue was what made refusals slow.
+@serve.deployment(name="Ingress", max_ongoing_requests=INGRESS_MAX_ONGOING,
+                  health_check_period_s=10)
 @serve.ingress()
 class Ingress:
     """Validates, reads documents and fans out to the model deployments."""

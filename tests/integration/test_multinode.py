@@ -22,6 +22,7 @@ import psutil
 import pytest
 import yaml
 
+from serve_app.front_door import CALLBACK, CALLBACK_ENV
 from tests.fixtures.cluster import free_port
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,8 @@ def two_nodes(tmp_path: Path) -> Iterator[dict[str, Any]]:
     temp = Path("/tmp") / f"ocrg-mn-{os.getpid()}"  # short: Ray's socket paths have a limit
     gcs, dashboard, http = free_port(), free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OCR_SIDECAR_API_KEY": KEY,
-           "DATA_DIR": str(tmp_path / "data"), "RAY_USAGE_STATS_ENABLED": "0"}
+           "DATA_DIR": str(tmp_path / "data"), "RAY_USAGE_STATS_ENABLED": "0",
+           CALLBACK_ENV: CALLBACK}  # as docs/operations.md tells operators
     env.pop("RAY_ADDRESS", None)
     try:
         ray_cli("start", "--head", f"--port={gcs}", f"--temp-dir={temp}", "--num-cpus=2",

@@ -3,11 +3,15 @@ and the requests that were accepted still answer."""
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from serve_app.front_door import FRONT_MAX_REQUESTS
 from tests.integration.conftest import API_KEY, OVERLOAD_ONGOING, OVERLOAD_QUEUED
 
 pytestmark = pytest.mark.integration
@@ -32,3 +36,40 @@ def test_a_full_queue_answers_503_with_retry_after(service: dict[str, object]) -
         assert response.headers["retry-after"] == "2"
         assert response.json()["error"]["code"] == "overloaded"
         assert response.json()["error"]["request_id"]
+
+
+def test_beyond_its_requests_in_flight_the_proxy_refuses_at_once_and_health_answers(
+    service: dict[str, object], client: httpx.Client
+) -> None:
+    """Requests held open by slow clients (headers sent, body never finished) fill the
+    front door; the next request is refused by the proxy itself, in the one error shape,
+    health probes still answer, and once the slow clients are gone requests are let in."""
+    url = httpx.URL(str(service["url"]))
+    head = (f"POST /v1/embed HTTP/1.1\r\nHost: {url.host}\r\nX-API-Key: {API_KEY}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"texts\": [")
+    held = [socket.create_connection((url.host, url.port)) for _ in range(FRONT_MAX_REQUESTS)]
+    try:
+        for connection in held:
+            connection.sendall(head.encode())
+        refused = until(lambda: client.get("/v1/models"), lambda r: r.status_code == 503)
+        error = refused.json()["error"]
+        assert error["code"] == "overloaded" and error["request_id"], refused.text
+        assert error["detail"] == {"in_flight": FRONT_MAX_REQUESTS}
+        assert refused.headers["retry-after"] == "2"
+        assert client.get("/readyz").status_code == 200
+    finally:
+        for connection in held:
+            connection.close()
+    until(lambda: client.get("/v1/models"), lambda r: r.status_code == 200)
+
+
+def until(call: Callable[[], httpx.Response], done: Callable[[httpx.Response], bool],
+          within_s: float = 60) -> httpx.Response:
+    """Repeat `call` until its answer is `done` (a condition, not a pause); fail after
+    within_s with the last answer."""
+    deadline = time.monotonic() + within_s
+    while True:
+        response = call()
+        if done(response):
+            return response
+        assert time.monotonic() < deadline, (response.status_code, response.text)

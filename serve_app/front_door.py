@@ -1,0 +1,158 @@
+"""The front door: admission and the one error body, in Serve's HTTP proxy.
+
+Serve's proxy puts every request it cannot hand to the Ingress at once into an unbounded
+queue; under a burst of hundreds, a refusal the Ingress could give in milliseconds waits
+tens of seconds for its turn (bench/overload.py). Serve's own bound (`max_queued_requests`
+on the Ingress) counts a request as queued while it is being routed, so it refuses parts of
+a burst even when the Ingress is idle. This ASGI middleware runs in the proxy, in front of
+Serve's routing, and keeps an exact count instead: at most `FRONT_MAX_REQUESTS` requests per
+proxy are in flight (an Ingress replica takes as many and room for health probes,
+`INGRESS_MAX_ONGOING`); the next one gets 503 with Retry-After at once, before Serve routes
+it. Health probes are never refused.
+
+It also gives the proxy's own plain-text answers (a request timeout, 408; an unavailable
+application, 503) the one error body with the request id. The ingress's answers are JSON
+and pass untouched, as do Serve's `/-/` endpoints.
+
+Serve installs it through its hook `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` (=`CALLBACK`),
+read by each proxy from its node's environment: `ocr-graph serve`, the container's
+entrypoint and the test clusters set it; `ray start` on a machine of your own needs it
+exported first (docs/operations.md). It imports nothing but the kernel's error body and
+Ray's metrics: it runs in every proxy process.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from starlette.middleware import Middleware
+
+from serve_app.kernel.errors import error_body
+
+CALLBACK = "serve_app.front_door:middlewares"
+CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+# Requests one proxy lets in by default: sized by bench/overload.py, where every request let
+# in beyond what the deployments behind can queue costs the front ~10 ms to refuse on 2 cores.
+FRONT_MAX_REQUESTS = 128
+FRONT_MAX_REQUESTS_ENV = "OCR_FRONT_MAX_REQUESTS"
+# An Ingress replica takes as many, and room for health probes beside them (they are never
+# refused here, and must not wait behind requests in Serve's queue either).
+HEALTH_PROBES = 8
+INGRESS_MAX_ONGOING = FRONT_MAX_REQUESTS + HEALTH_PROBES
+RETRY_AFTER_S = 2
+HEALTH_PATHS = ("/healthz", "/readyz")
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Asgi = Callable[[Message, Receive, Send], Awaitable[None]]
+
+# The proxy's own answers, by status: the code a client of ours branches on.
+CODES = {404: "not_found", 408: "upstream_timeout", 429: "overloaded", 503: "overloaded"}
+HINTS = {408: "the request took longer than the proxy's request timeout",
+         429: "the service is at capacity: retry after the Retry-After seconds",
+         503: "the service cannot take the request now: retry after the Retry-After seconds"}
+
+
+def middlewares() -> list[Middleware]:
+    """Serve's proxy callback: the middlewares it wraps around its ASGI app."""
+    limit = int(os.environ.get(FRONT_MAX_REQUESTS_ENV, FRONT_MAX_REQUESTS))
+    return [Middleware(FrontDoor, max_requests=limit)]
+
+
+class FrontDoor:
+    """At most max_requests requests in flight; the proxy's plain-text errors as JSON."""
+
+    def __init__(self, app: Asgi, max_requests: int = FRONT_MAX_REQUESTS):
+        if max_requests < 1:
+            raise ValueError(f"{FRONT_MAX_REQUESTS_ENV} must be at least 1, not {max_requests}")
+        self.app = app
+        self.max_requests = max_requests
+        self.in_flight = 0
+        self.refused = _refusal_counter()
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith("/-/") or path.endswith(HEALTH_PATHS):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_requests:
+            if self.refused is not None:
+                self.refused.inc()
+            await _refuse(scope, send, self.max_requests)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, _shaping(send))
+        finally:
+            self.in_flight -= 1
+
+
+def _refusal_counter() -> Any:
+    """Ray's counter of refusals, where the proxy runs in a Ray worker (else None)."""
+    try:
+        from ray.util.metrics import Counter
+
+        return Counter("ocr_graph_front_refusals", "Requests the proxy refused at once "
+                       "because OCR_FRONT_MAX_REQUESTS were in flight.")
+    except Exception:  # outside a Ray worker (a unit test): nothing to export to
+        return None
+
+
+async def _refuse(scope: Message, send: Send, limit: int) -> None:
+    given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+    request_id = given or uuid.uuid4().hex
+    body = orjson.dumps(error_body(
+        "overloaded", f"the service is at capacity ({limit} requests in flight): retry "
+        f"after {RETRY_AFTER_S} s", {"in_flight": limit}, request_id))
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"retry-after", str(RETRY_AFTER_S).encode()),
+                            (b"x-request-id", request_id.encode("latin-1"))]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _shaping(send: Send) -> Send:
+    """`send`, with the proxy's plain-text error answers rewritten into the error body."""
+    held: Message | None = None
+    text: list[bytes] = []
+
+    async def shaped(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and _plain_error(message):
+            held = message
+            return
+        if held is None or message["type"] != "http.response.body":
+            await send(message)
+            return
+        text.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            await _send_shaped(held, b"".join(text), send)
+
+    return shaped
+
+
+def _plain_error(start: Message) -> bool:
+    headers = dict(start.get("headers", []))
+    return start["status"] >= 400 and headers.get(b"content-type", b"").startswith(b"text/")
+
+
+async def _send_shaped(start: Message, text: bytes, send: Send) -> None:
+    status = start["status"]
+    headers = [(name, value) for name, value in start.get("headers", [])
+               if name.lower() not in (b"content-type", b"content-length")]
+    request_id = dict(headers).get(b"x-request-id", b"").decode("latin-1") or None
+    said = text.decode("utf-8", "replace").strip()
+    hint = HINTS.get(status)
+    message = f"{hint} ({said})" if hint and said else hint or said or "error"
+    body = orjson.dumps(error_body(CODES.get(status, "internal_error"), message, None,
+                                   request_id))
+    headers += [(b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode())]
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
