@@ -44,6 +44,7 @@ def test_the_dashboard_shows_capacity_and_work() -> None:
     for name in ("ray_ocr_graph_vram_total_mb", "ray_ocr_graph_vram_llm_mb",
                  "ray_ocr_graph_vram_ours_mb", "ray_ocr_graph_model_on_gpu",
                  "ray_ocr_graph_ocr_pages_total", "ray_ocr_graph_embedded_texts_total",
+                 "ray_ocr_graph_front_refusals_total",
                  "ray_serve_deployment_request_counter_total",
                  "ray_serve_deployment_error_counter_total",
                  "ray_serve_deployment_processing_latency_ms_bucket"):
