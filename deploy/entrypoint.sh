@@ -18,7 +18,7 @@ for dir in "$state_dir" "$cache_dir" "$staging_dir" "$ray_dir"; do
 done
 
 # Downloads interrupted more than a day ago: nothing will resume them.
-find "$staging_dir" -mindepth 1 -maxdepth 1 -mtime +0 -exec rm -rf {} +
+find "$staging_dir" -mindepth 1 -maxdepth 1 -mtime +0 ! -name '*.pull-lock' -exec rm -rf {} +
 
 if [ "$#" -gt 0 ]; then  # `docker run IMAGE ocr-graph models list` and the like
   exec "$@"

@@ -7,30 +7,42 @@ Either way the files land in a staging dir under TMPDIR (MODEL_CACHE_DIR/.tmp, o
 cache's filesystem), are checked for loadability, and are renamed into place in one
 step: an interrupted or corrupt download leaves nothing a replica could load. Staging
 leftovers older than a day are removed (`clean_staging`, also the container's
-entrypoint).
+entrypoint). One pull of a model runs at a time per cache (a lock file in staging), so
+replicas starting together on a node download it once.
+
+`ensure_present` is the replica's start: where the catalog allows it (`pull_on_start`),
+a missing model is pulled before the engine loads; where that fails (offline), the start
+fails with the model's name and the command that fetches it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import struct
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 
 from deployments.models import HubSource, ModelSpec, UrlSource
+from serve_app.kernel.errors import ModelMissing
 from serve_app.kernel.settings import Settings
+
+logger = logging.getLogger("ray.serve")
 
 # (bytes so far, total bytes or None): a progress bar's feed.
 Progress = Callable[[int, int | None], None]
 STAGING_MAX_AGE_S = 86400.0
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".mlmodel")
+LOCK_SUFFIX = ".pull-lock"
 
 
 class PullFailed(RuntimeError):
@@ -62,18 +74,45 @@ def pull(spec: ModelSpec, settings: Settings, progress: Progress | None = None) 
         return final
     assert settings.tmp_dir is not None
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=settings.tmp_dir))
-    try:
-        if isinstance(spec.source, HubSource):
-            fetched = _from_hub(spec.source, staging / "model")
-        else:
-            fetched = _from_url(spec.source, staging / final.name, progress)
-        check_loadable(fetched)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(fetched, final)  # one rename, on the cache's filesystem
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with _one_pull_at_a_time(settings.tmp_dir / f"{spec.name}{LOCK_SUFFIX}"):
+        if final.exists():  # another process pulled it while this one waited
+            return final
+        staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=settings.tmp_dir))
+        try:
+            if isinstance(spec.source, HubSource):
+                fetched = _from_hub(spec.source, staging / "model")
+            else:
+                fetched = _from_url(spec.source, staging / final.name, progress)
+            check_loadable(fetched)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(fetched, final)  # one rename, on the cache's filesystem
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def ensure_present(spec: ModelSpec, settings: Settings) -> None:
+    """A replica's start: pull a missing model where the catalog allows it
+    (`pull_on_start`); a pull that fails says which model and how to fetch it."""
+    if not spec.pull_on_start or target(spec, settings).exists():
+        return
+    logger.info("model %s is not in the cache: pulling it from %s", spec.name, spec.source)
+    try:
+        path = pull(spec, settings)
+    except PullFailed as exc:
+        raise ModelMissing(
+            f"model {spec.name!r} is not at {target(spec, settings)} and could not be "
+            f"pulled ({exc}): run `ocr-graph models pull {spec.name}` on a host that "
+            "reaches the source, or copy its files there",
+            detail={"model": spec.name, "path": str(target(spec, settings))}) from None
+    logger.info("model %s pulled to %s (%d bytes)", spec.name, path, size_of(path))
+
+
+@contextlib.contextmanager
+def _one_pull_at_a_time(lock: Path) -> Iterator[None]:
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _from_hub(source: HubSource, into: Path) -> Path:
@@ -140,6 +179,8 @@ def clean_staging(settings: Settings, max_age_s: float = STAGING_MAX_AGE_S) -> l
         return []
     removed = []
     for entry in settings.tmp_dir.iterdir():
+        if entry.name.endswith(LOCK_SUFFIX):  # a lock a pull may hold: never removed
+            continue
         if time.time() - entry.lstat().st_mtime > max_age_s:
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deployments.trained_models import TrainedModels
 from serve_app.kernel.errors import ModelMissing
@@ -59,8 +59,18 @@ class ModelSpec(BaseModel):
     trained: str | None = None
     # Where `ocr-graph models pull` fetches the files at `path` from.
     source: HubSource | UrlSource | None = None
+    # A replica that starts without the files fetches them from `source` itself; off, only
+    # `ocr-graph models pull` does (sites that must not download at start keep it off).
+    pull_on_start: bool = False
     pooling: Literal["cls", "mean"] = "cls"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _pull_needs_a_source(self) -> ModelSpec:
+        if self.pull_on_start and (self.source is None or self.path is None):
+            raise ValueError(f"model {self.name!r}: pull_on_start needs a source and a path "
+                             "in the cache to pull to")
+        return self
 
 
 def read_yaml(name: str, config_dir: Path | None = None) -> dict[str, Any]:

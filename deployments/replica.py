@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import ray
 from ray.serve.handle import DeploymentHandle
 
+from deployments.model_store import ensure_present
 from deployments.models import ModelSpec
 from deployments.residency.controller import ReplicaReport, gpu_key
 from deployments.residency.monitors import VramMonitor, open_monitor
@@ -270,6 +271,7 @@ class ModelReplica:
         if holds_weights:
             cap_gpu_memory()
         self.device = torch_device(placement) if holds_weights else "cpu"
+        ensure_present(spec, settings)  # where the catalog allows it: pulled, else says how
         self.engine = make_engine(self.device)
         follows = residency if holds_weights and share else None
         simulated = settings.vram_fake_total_mb is not None

@@ -14,15 +14,24 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from deployments.model_store import PullFailed, clean_staging, pull, target
+from deployments.model_store import (
+    LOCK_SUFFIX,
+    PullFailed,
+    clean_staging,
+    ensure_present,
+    pull,
+    target,
+)
 from deployments.models import HubSource, ModelSpec, UrlSource, resolve_weights
 from serve_app.kernel.errors import ModelMissing
 from serve_app.kernel.settings import Settings
+from tests.fixtures.cluster import free_port
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -109,8 +118,10 @@ def url_model(url: str, sha256: str = hashlib.sha256(WEIGHTS).hexdigest()) -> Mo
 
 
 def staging_is_empty(settings: Settings) -> bool:
+    """Nothing in staging but the pull's lock file (kept for the next pull)."""
     assert settings.tmp_dir is not None
-    return not settings.tmp_dir.exists() or not any(settings.tmp_dir.iterdir())
+    return not settings.tmp_dir.exists() or not any(
+        not entry.name.endswith(LOCK_SUFFIX) for entry in settings.tmp_dir.iterdir())
 
 
 def test_a_verified_url_download_is_renamed_into_place(upstream: Upstream,
@@ -182,3 +193,76 @@ def test_a_model_without_a_source_says_to_copy_it(settings: Settings) -> None:
         resolve_weights(spec, settings)
     with pytest.raises(PullFailed, match="no source"):
         pull(spec, settings)
+
+
+def test_a_replica_start_pulls_a_missing_model_where_the_catalog_allows_it(
+        upstream: Upstream, settings: Settings) -> None:
+    allowed = url_model(f"{upstream.url}/file").model_copy(update={"pull_on_start": True})
+    ensure_present(allowed, settings)
+    assert target(allowed, settings).read_bytes() == WEIGHTS
+    assert staging_is_empty(settings)
+    fetched = len(upstream.requests)
+    ensure_present(allowed, settings)  # present now: nothing fetched again
+    assert len(upstream.requests) == fetched
+
+
+def test_without_pull_on_start_a_replica_start_fetches_nothing_and_says_how(
+        upstream: Upstream, settings: Settings) -> None:
+    spec = url_model(f"{upstream.url}/file")
+    before = len(upstream.requests)
+    ensure_present(spec, settings)
+    assert len(upstream.requests) == before and not target(spec, settings).exists()
+    with pytest.raises(ModelMissing, match="ocr-graph models pull tiny-file"):
+        resolve_weights(spec, settings)
+
+
+def test_offline_a_replica_start_names_the_model_and_the_pull_command(
+        settings: Settings) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}/file"  # nothing listens there: offline
+    offline = url_model(nowhere).model_copy(update={"pull_on_start": True})
+    with pytest.raises(ModelMissing) as refused:
+        ensure_present(offline, settings)
+    assert "'tiny-file'" in refused.value.message
+    assert "`ocr-graph models pull tiny-file`" in refused.value.message
+    assert refused.value.detail == {"model": "tiny-file",
+                                    "path": str(target(offline, settings))}
+    assert not target(offline, settings).exists() and staging_is_empty(settings)
+
+
+def test_replicas_starting_together_download_the_model_once(upstream: Upstream,
+                                                             settings: Settings) -> None:
+    spec = url_model(f"{upstream.url}/file").model_copy(update={"pull_on_start": True})
+    before = upstream.requests.count("/file")
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: ensure_present(spec, settings), range(4)))
+    assert upstream.requests.count("/file") - before == 1
+    assert target(spec, settings).read_bytes() == WEIGHTS
+
+
+def test_pull_on_start_without_a_source_is_refused_when_the_catalog_loads() -> None:
+    with pytest.raises(ValueError, match="pull_on_start needs a source"):
+        ModelSpec(name="x", kind="ocr", engine="kraken", footprint_mb=1, path="x.mlmodel",
+                  pull_on_start=True)
+
+
+
+def test_a_model_replica_starts_its_engine_on_the_pulled_files(
+        upstream: Upstream, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ModelReplica.start pulls before it builds the engine (outside Ray: no GPU share)."""
+    from types import SimpleNamespace
+
+    from deployments import replica
+
+    context = SimpleNamespace(get_assigned_resources=dict,
+                              get_accelerator_ids=lambda: {"GPU": []})
+    monkeypatch.setattr(replica.ray, "get_runtime_context", lambda: context)
+    monkeypatch.setattr(replica.os, "nice", lambda _: 0)
+    spec = url_model(f"{upstream.url}/file").model_copy(update={"pull_on_start": True})
+    seen: list[bytes] = []
+
+    def engine(device: str) -> object:
+        seen.append(resolve_weights(spec, settings).read_bytes())  # type: ignore[union-attr]
+        return object()
+
+    replica.ModelReplica().start(spec, settings, None, engine)
+    assert seen == [WEIGHTS]
