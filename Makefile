@@ -43,6 +43,7 @@ bench: setup
 	$(PY) bench/embed_peer.py
 	$(PY) bench/overload.py
 	$(PY) bench/pages_throughput.py
+	$(PY) bench/footprint.py
 	$(PY) bench/llm_concurrency.py
 	$(PY) bench/llm_keep_alive.py
 	$(PY) bench/ocr_quality.py

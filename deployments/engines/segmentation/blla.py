@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from deployments.engines.segmentation import ridges
 from deployments.models import ModelSpec, resolve_weights
 from serve_app.kernel.geometry import bbox_of
 from serve_app.kernel.pages import BaselineLine, Point, Region, Segmentation
@@ -54,9 +55,12 @@ class KrakenBllaEngine:
     name: ClassVar[str] = "kraken-blla"
 
     def __init__(self, spec: ModelSpec, settings: Settings, device: str):
+        import torch
         from kraken.configs import SegmentationInferenceConfig
 
         self._model = load_or_set_aside(resolve_weights(spec, settings))
+        # The ridge filter gets the cores torch has (OMP_NUM_THREADS): kraken runs it on one.
+        ridges.install(torch.get_num_threads())
         self._config = SegmentationInferenceConfig(**spec.options)
         self._lock = threading.Lock()  # the task model keeps per-call state
         self.move(device)
