@@ -16,7 +16,12 @@ from ray.serve.handle import DeploymentHandle
 from deployments.model_store import ensure_present
 from deployments.models import ModelSpec
 from deployments.residency.controller import ReplicaReport, gpu_key
-from deployments.residency.monitors import VramMonitor, open_monitor
+from deployments.residency.monitors import (
+    FakeGpuMonitor,
+    VramMonitor,
+    node_ollama_url,
+    open_monitor,
+)
 from deployments.trained_models import TrainedModels
 from serve_app.kernel.errors import Overloaded
 from serve_app.kernel.settings import Settings
@@ -245,6 +250,15 @@ def own_gpu() -> str | None:
     return gpu_key(context.get_node_id(), gpu_ids[0]) if gpu_ids else None
 
 
+def node_monitor(settings: Settings) -> VramMonitor:
+    """This node's GPUs, for a controller on another node: NVML, or with VRAM_FAKE_TOTAL_MB
+    a fake GPU whose LLM share is this node's Ollama's (our share: the controller's sum)."""
+    if settings.vram_fake_total_mb is None:
+        return open_monitor(settings.llm_processes)
+    return FakeGpuMonitor(settings.vram_fake_total_mb, node_ollama_url(settings.ollama_url),
+                          lambda: 0)
+
+
 def _replica_id() -> str:
     from ray import serve
 
@@ -278,7 +292,7 @@ class ModelReplica:
         self.follower = PlacementFollower(
             self.deployment_name, follows, self._move, placement, settings.residency_poll_s,
             spec.footprint_mb, own_gpu(), simulated, _replica_id(),
-            open_monitor(settings.llm_processes) if follows and not simulated else None)
+            node_monitor(settings) if follows else None)
         logger.info("%s: %s (%s) ready on %s", self.deployment_name, spec.name, spec.engine,
                     self.device)
 

@@ -19,11 +19,14 @@ from typing import Any, Literal
 from ray import serve
 
 from deployments.residency.monitors import (
+    FAKE_GPU,
     FakeGpuMonitor,
     GpuSnapshot,
     ProcessUsage,
     VramMonitor,
+    node_ollama_url,
     open_monitor,
+    with_our_usage,
 )
 from deployments.residency.policy import (
     Decision,
@@ -112,7 +115,8 @@ class Residency:
         seen = {gpu_key(self.node, gpu.index): gpu for gpu in self.monitor.snapshot()}
         for report in reports:  # GPUs of other nodes, as their replicas read them
             if report.snapshot is not None and report.gpu and report.gpu not in seen:
-                seen[report.gpu] = report.snapshot
+                seen[report.gpu] = report.snapshot if report.snapshot.name != FAKE_GPU else (
+                    with_our_usage(report.snapshot, self.held_mb(report.gpu)))
         self.snapshots = seen
         made: list[Decision] = []
         keys = set(seen) | {r.gpu for r in reports if r.gpu} | set(self.states)
@@ -243,7 +247,7 @@ class ResidencyController:
         self.residency = Residency(profile, footprints, gpu, time.monotonic(), node=node)
         self.residency.poll_s = self.poll_s
         self.residency.monitor = (
-            FakeGpuMonitor(settings.vram_fake_total_mb, settings.ollama_url,
+            FakeGpuMonitor(settings.vram_fake_total_mb, node_ollama_url(settings.ollama_url),
                            ReportedUsage(self.residency, gpu_key(node, 0)))
             if settings.vram_fake_total_mb else open_monitor(settings.llm_processes)
         )

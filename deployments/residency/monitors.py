@@ -9,6 +9,7 @@ FakeGpuMonitor reads the LLM's share from Ollama's real /api/ps (tests, demos).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -177,6 +178,23 @@ def ollama_vram_mb(client: httpx.Client, ollama_url: str) -> int:
     return sum(int(m.get("size_vram", 0)) for m in response.json().get("models", [])) >> 20
 
 
+FAKE_GPU = "fake GPU (VRAM_FAKE_TOTAL_MB)"
+# The Ollama whose models stand for the LLM on this node's fake GPU: read from the node's
+# own environment (each `ray start` may name its own), else OLLAMA_URL.
+NODE_OLLAMA_ENV = "VRAM_FAKE_OLLAMA_URL"
+
+
+def node_ollama_url(default: str) -> str:
+    return os.environ.get(NODE_OLLAMA_ENV) or default
+
+
+def with_our_usage(snapshot: GpuSnapshot, ours_mb: int) -> GpuSnapshot:
+    """A fake GPU's reading with our share as the replicas on it report holding (a replica
+    reads only the LLM's share of its node's fake GPU; the controller knows all of ours)."""
+    return shared_gpu(snapshot.name, snapshot.total_mb, snapshot.llm_used_mb, ours_mb,
+                      snapshot.index)
+
+
 class FakeGpuMonitor:
     """A GPU of a declared size for hosts without one (VRAM_FAKE_TOTAL_MB): the LLM's share
     comes from Ollama's real /api/ps, ours from what our replicas report holding on it."""
@@ -192,5 +210,5 @@ class FakeGpuMonitor:
         except (httpx.HTTPError, ValueError) as exc:  # keep the last reading, say why
             logger.warning("Ollama /api/ps unreadable (%s): LLM share stays %d MB", exc,
                            self.llm_mb)
-        return [shared_gpu("fake GPU (VRAM_FAKE_TOTAL_MB)", self.total_mb, self.llm_mb,
+        return [shared_gpu(FAKE_GPU, self.total_mb, self.llm_mb,
                            self.ours())]

@@ -1,7 +1,10 @@
 """Past one machine: two Ray nodes started as an operator would (`ray start --head`, then
 `ray start --address` with resources of its own), the application deployed with `serve
 deploy`, the Embedding placed on the second node, and requests answered through the
-head's HTTP proxy. The nodes are this test's own processes: it stops them by PID."""
+head's HTTP proxy. Each node has one logical GPU, a fake of 24 GB whose LLM share is its
+own Ollama's (VRAM_FAKE_OLLAMA_URL in the node's environment): the residency controller
+decides each node's GPU from what is on that node. The nodes are this test's own
+processes: it stops them by PID."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +25,17 @@ import psutil
 import pytest
 import yaml
 
+from deployments.residency.monitors import NODE_OLLAMA_ENV
 from serve_app.front_door import CALLBACK, CALLBACK_ENV
 from tests.fixtures.cluster import free_port
+from tests.fixtures.fake_ollama import FakeOllama
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 KEY = "multinode-key-" + os.urandom(8).hex()
 START_S = 300  # both nodes up, models loaded, the app ready
+GPU_MB = 24000  # each node's fake GPU
 
 
 def node_ports() -> list[str]:
@@ -47,22 +53,34 @@ def ray_cli(*args: str, env: dict[str, str]) -> str:
     return done.stdout
 
 
-@pytest.fixture
-def two_nodes(tmp_path: Path) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def llms() -> Iterator[tuple[FakeOllama, FakeOllama]]:
+    """The LLM on each node's (fake) GPU: an Ollama per node, as NVML would see it there."""
+    head, second = FakeOllama().start(), FakeOllama().start()
+    yield head, second
+    head.stop()
+    second.stop()
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory, llms: tuple[FakeOllama, FakeOllama]
+              ) -> Iterator[dict[str, Any]]:
     temp = Path("/tmp") / f"ocrg-mn-{os.getpid()}"  # short: Ray's socket paths have a limit
     gcs, dashboard, http = free_port(), free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OCR_SIDECAR_API_KEY": KEY,
-           "DATA_DIR": str(tmp_path / "data"), "RAY_USAGE_STATS_ENABLED": "0",
+           "DATA_DIR": str(tmp_path_factory.mktemp("data")), "RAY_USAGE_STATS_ENABLED": "0",
            CALLBACK_ENV: CALLBACK}  # as docs/operations.md tells operators
     env.pop("RAY_ADDRESS", None)
     try:
+        # One logical GPU per node; each node's fake GPU reads its own Ollama's models.
         ray_cli("start", "--head", f"--port={gcs}", f"--temp-dir={temp}", "--num-cpus=2",
+                "--num-gpus=1", '--resources={"first_node": 1}',
                 "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={dashboard}", "--disable-usage-stats", *node_ports(),
-                env=env)
-        ray_cli("start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2",
+                env={**env, NODE_OLLAMA_ENV: llms[0].url})
+        ray_cli("start", f"--address=127.0.0.1:{gcs}", "--num-cpus=2", "--num-gpus=1",
                 '--resources={"second_node": 1}', "--disable-usage-stats", *node_ports(),
-                env=env)
+                env={**env, NODE_OLLAMA_ENV: llms[1].url})
         yield {"env": env, "dashboard": f"http://127.0.0.1:{dashboard}", "http": http,
                "gcs": f"127.0.0.1:{gcs}"}
     finally:
@@ -85,28 +103,38 @@ def stop_processes_under(temp: Path) -> None:
         process.kill()
 
 
-def serve_config(http_port: int) -> dict[str, Any]:
-    """serve_config.yaml's shape, small: the Embedding must run on the second node."""
+def serve_config(http_port: int, head_ollama: str) -> dict[str, Any]:
+    """serve_config.yaml's shape, small: the OCR and the residency controller on the head,
+    the Embedding on the second node, each node's logical GPU a fake of 24 GB."""
     small = {"ray_actor_options": {"num_cpus": 0.25}}
+
+    def on(node: str, cpus: float) -> dict[str, Any]:
+        return {"ray_actor_options": {"num_cpus": cpus, "resources": {node: 0.1}}}
+
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": "127.0.0.1", "port": http_port},
         "applications": [{
             "name": "ocr-graph", "route_prefix": "/", "import_path": "serve_app.app:build_app",
             "args": {
-                "ocr_model": None, "segmentation_model": None, "rerank_model": None,
-                "training_model": None, "embedding_model": "all-minilm-l6-v2",
-                "settings": {"RESIDENCY_PROFILE": "cpu-only"},
+                "ocr_model": "rapidocr", "ocr_engines": [], "segmentation_model": None,
+                "rerank_model": None, "training_model": None,
+                "embedding_model": "all-minilm-l6-v2", "gpu_total_mb": GPU_MB,
+                "settings": {"RESIDENCY_PROFILE": "test-fast", "RESIDENCY_POLL_S": 0.2,
+                             "VRAM_FAKE_TOTAL_MB": GPU_MB, "OLLAMA_URL": head_ollama},
+                "profiles": {"test-fast": {"llm_reserved_mb": 8192, "low_watermark_mb": 2048,
+                                           "high_watermark_mb": 4096, "hold_s": 1.0}},
                 "deployment_options": {
-                    "Ingress": small, "ResidencyController": small,
-                    "Embedding": {"ray_actor_options": {
-                        "num_cpus": 0.5, "resources": {"second_node": 0.1}}}}}}]}
+                    "Ingress": small, "ResidencyController": on("first_node", 0.25),
+                    "OCR": on("first_node", 0.25), "Embedding": on("second_node", 0.5)}}}]}
 
 
-def test_serve_deploy_on_two_nodes_places_the_embedding_on_the_second(
-        two_nodes: dict[str, Any], tmp_path: Path) -> None:
-    config = tmp_path / "serve_config.yaml"
-    config.write_text(yaml.safe_dump(serve_config(two_nodes["http"])))
+@pytest.fixture(scope="module")
+def deployed(two_nodes: dict[str, Any], llms: tuple[FakeOllama, FakeOllama],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """`serve deploy` of the config; a client once /readyz says every deployment runs."""
+    config = tmp_path_factory.mktemp("config") / "serve_config.yaml"
+    config.write_text(yaml.safe_dump(serve_config(two_nodes["http"], llms[0].url)))
     subprocess.run([str(BIN / "serve"), "deploy", str(config), "--address",
                     two_nodes["dashboard"]], env=two_nodes["env"], check=True, timeout=120,
                    cwd=ROOT)
@@ -122,13 +150,65 @@ def test_serve_deploy_on_two_nodes_places_the_embedding_on_the_second(
             if ready.status_code == 200:
                 break
         assert ready is not None and ready.status_code == 200, ready and ready.text
-        embedded = client.post("/v1/embed", json={"texts": ["Grundbuch", "Erbschein"]})
-        assert embedded.status_code == 200, embedded.text
-        assert len(embedded.json()["data"]) == 2
-        [embedding] = [m for m in client.get("/v1/models").json()
-                       if m["deployment"] == "Embedding"]
+        yield client
+
+
+def test_serve_deploy_on_two_nodes_places_the_embedding_on_the_second(
+        two_nodes: dict[str, Any], deployed: httpx.Client) -> None:
+    embedded = deployed.post("/v1/embed", json={"texts": ["Grundbuch", "Erbschein"]})
+    assert embedded.status_code == 200, embedded.text
+    assert len(embedded.json()["data"]) == 2
     nodes = json.loads(ray_cli("list", "nodes", "--address", two_nodes["dashboard"],
                                "--format=json", "--detail", env=two_nodes["env"]))
     [second] = [n["node_id"] for n in nodes
                 if "second_node" in (n.get("resources_total") or {})]
-    assert embedding["node_id"] == second
+    assert node_of(deployed, "Embedding") == second
+    assert node_of(deployed, "OCR") != second
+
+
+def test_the_residency_controller_decides_each_node_s_gpu_from_that_node_s_llm(
+        deployed: httpx.Client, llms: tuple[FakeOllama, FakeOllama]) -> None:
+    """The LLM fills the head's GPU: the OCR there leaves it, the Embedding on the second
+    node's GPU stays; then the second node's LLM grows and the Embedding leaves too."""
+    head_ollama, second_ollama = llms
+    head_gpu = f"{node_of(deployed, 'OCR')}:0"
+    second_gpu = f"{node_of(deployed, 'Embedding')}:0"
+    assert head_gpu != second_gpu
+    placed_on = capacity_until(deployed, lambda gpus: gpus.get(head_gpu, {}).get("OCR") == "gpu"
+                               and gpus.get(second_gpu, {}).get("Embedding") == "gpu")
+    assert set(placed_on) == {head_gpu, second_gpu}  # one fake GPU per node
+    try:
+        head_ollama.load("qwen2.5vl:32b", GPU_MB - 1000)
+        capacity_until(deployed, lambda gpus: gpus[head_gpu]["OCR"] == "cpu")
+        # Polls on: the second node's GPU, whose LLM holds nothing, keeps its model.
+        later = capacity_until(deployed, lambda gpus: True, polls_ahead=5)
+        assert later[second_gpu]["Embedding"] == "gpu"
+        second_ollama.load("qwen2.5vl:32b", GPU_MB - 1000)
+        capacity_until(deployed, lambda gpus: gpus[second_gpu]["Embedding"] == "cpu")
+        served = deployed.post("/v1/embed", json={"texts": ["Grundbuch"]})
+        assert served.status_code == 200, served.text  # on the CPU now, still answering
+    finally:
+        head_ollama.unload()
+        second_ollama.unload()
+
+
+def node_of(client: httpx.Client, deployment: str) -> str:
+    [model] = [m for m in client.get("/v1/models").json() if m["deployment"] == deployment]
+    return str(model["node_id"])
+
+
+def capacity_until(client: httpx.Client, done: Callable[[dict[str, dict[str, str]]], bool],
+                   polls_ahead: int = 0, within_s: float = 90) -> dict[str, dict[str, str]]:
+    """{GPU key: {deployment: placement}} from /v1/capacity once `done` holds for it (and
+    the controller has polled `polls_ahead` more times); a condition, not a pause."""
+    deadline = time.monotonic() + within_s
+    first_polls = None
+    while True:
+        body = client.get("/v1/capacity").json()
+        gpus = {gpu["key"]: {name: placement["device"]
+                             for name, placement in gpu["placements"].items()}
+                for gpu in body["gpus"]}
+        first_polls = body["polls"] if first_polls is None else first_polls
+        if done(gpus) and body["polls"] >= first_polls + polls_ahead:
+            return gpus
+        assert time.monotonic() < deadline, body

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployments.residency.controller import ReplicaReport, Residency, ResidencyController
-from deployments.residency.monitors import GpuSnapshot, shared_gpu
+from deployments.residency.monitors import FAKE_GPU, GpuSnapshot, shared_gpu
 from deployments.residency.profiles import load_profile
 
 
@@ -80,3 +80,22 @@ def test_a_gpu_of_another_node_is_decided_from_its_replicas_readings() -> None:
     residency.poll(0.0)
     assert residency.placement("Embedding", "far-node:3") == "cpu"
     assert "far-node:3" in {gpu["key"] for gpu in residency.capacity()["gpus"]}
+
+
+def test_a_fake_gpu_of_another_node_counts_what_the_replicas_there_report_holding() -> None:
+    """A replica reads only the LLM's share of its node's fake GPU (its own Ollama); the
+    controller adds what every replica on that GPU reports holding."""
+    residency = Residency(load_profile("balanced"), {"Embedding": 2600, "OCR": 600}, True,
+                          0.0, node="controller-node")
+    residency.monitor = TwoGpus(residency)
+    reading = shared_gpu(FAKE_GPU, 24000, 10000, 0)  # as node_monitor reads it there
+    residency.report(ReplicaReport("e", "Embedding", "far:0", "cuda", 2600, 0.0, reading))
+    residency.report(ReplicaReport("o", "OCR", "far:0", "cuda", 600, 0.0, reading))
+    residency.poll(0.0)
+    [far] = [gpu for gpu in residency.capacity()["gpus"] if gpu["key"] == "far:0"]
+    assert far["free_mb"] == 24000 - 10000 - 3200 and far["llm_used_mb"] == 10000
+    real = shared_gpu("nvml", 24000, 10000, 0, 0)  # NVML's own reading is taken as it is
+    residency.report(ReplicaReport("e2", "Embedding", "far2:0", "cuda", 2600, 0.0, real))
+    residency.poll(1.0)
+    [far2] = [gpu for gpu in residency.capacity()["gpus"] if gpu["key"] == "far2:0"]
+    assert far2["free_mb"] == 24000 - 10000
