@@ -70,11 +70,11 @@ def batch_tokens(jobs: list[EmbedJob]) -> int:
     return sum(job.size for job in jobs)
 
 
-# Bounded queue, sized from bench/overload.py: on 2 cores (~290 sentences/s) 64 running and
-# 96 queued 64-sentence requests were 42 s of work (p99 of accepted requests 41.7 s);
-# 32 + 48 are about 18 s, and 32 running still fill a batch. Beyond: 503 with Retry-After
-# (serve_app/calls.py).
-@serve.deployment(name="Embedding", max_ongoing_requests=32, max_queued_requests=48,
+# The queue in front is bounded by its work in the ingress (EMBED_MAX_TEXTS_IN_FLIGHT, 5120
+# texts, ~18 s on 2 cores: bench/overload.py), not by a count of requests, which are 1 text
+# or 1024. Serve's bound stays as the backstop for several ingress replicas. 32 running
+# still fill a batch. Beyond either: 503 with Retry-After (serve_app/calls.py).
+@serve.deployment(name="Embedding", max_ongoing_requests=32, max_queued_requests=256,
                   health_check_period_s=10)
 class Embedding(ModelReplica):
     """Dynamic batching across requests, bounded in tokens; one length-sorted forward per

@@ -1,10 +1,11 @@
-"""The bytes of documents an ingress replica holds at once.
+"""What an ingress replica holds at once, counted in the unit that costs: bytes of
+documents, texts sent to the Embedding.
 
-Request counts alone do not bound memory: 256 uploads of 100 MB each are 25 GB. Every
-document's bytes are charged here as they arrive (chunk by chunk for uploads and URLs,
-by size before reading for files under the upload base) and released when its request
-ends; a charge past OCR_MAX_BYTES_IN_FLIGHT is a 503 with Retry-After, before the bytes
-are read.
+Request counts alone bound neither: 256 uploads of 100 MB each are 25 GB, and 80 queued
+requests are 80 texts or 20,480. Every document's bytes are charged as they arrive (chunk
+by chunk for uploads and URLs, by size before reading for files under the upload base);
+an embedding request's texts before it is sent. What was charged is released when the
+request ends; a charge past the limit is a 503 with Retry-After, before the work starts.
 """
 
 from __future__ import annotations
@@ -19,19 +20,19 @@ from serve_app.kernel.errors import Overloaded
 Charge = Callable[[int], None]
 
 
-class ByteBudget:
-    """A shared allowance of document bytes; charged from the event loop and from the
-    threads that read files, hence the lock."""
+class Budget:
+    """A shared allowance of `unit`s; charged from the event loop and from the threads
+    that read files, hence the lock."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
+    def __init__(self, limit: int, unit: str, setting: str, holding: str):
+        self.limit, self.unit, self.setting, self.holding = limit, unit, setting, holding
         self.held = 0
         self._lock = threading.Lock()
 
     @contextmanager
     def hold(self) -> Iterator[Charge]:
-        """A charge function for one request's document; what it charged is given back
-        when the block ends, however it ends."""
+        """A charge function for one request; what it charged is given back when the block
+        ends, however it ends."""
         charged = 0
 
         def charge(size: int) -> None:
@@ -39,9 +40,9 @@ class ByteBudget:
             with self._lock:
                 if self.held + size > self.limit:
                     raise Overloaded(
-                        f"the service holds {self.held} bytes of documents, its limit is "
-                        f"{self.limit} (OCR_MAX_BYTES_IN_FLIGHT): retry shortly",
-                        {"held_bytes": self.held, "limit_bytes": self.limit},
+                        f"the service holds {self.held} {self.holding}, its limit is "
+                        f"{self.limit} ({self.setting}): retry shortly",
+                        {f"held_{self.unit}": self.held, f"limit_{self.unit}": self.limit},
                         headers={"Retry-After": str(RETRY_AFTER_S)})
                 self.held += size
                 charged += size
@@ -51,3 +52,11 @@ class ByteBudget:
         finally:
             with self._lock:
                 self.held -= charged
+
+
+def document_bytes(limit: int) -> Budget:
+    return Budget(limit, "bytes", "OCR_MAX_BYTES_IN_FLIGHT", "bytes of documents")
+
+
+def texts_to_embed(limit: int) -> Budget:
+    return Budget(limit, "texts", "EMBED_MAX_TEXTS_IN_FLIGHT", "texts for the Embedding")

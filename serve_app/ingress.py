@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from serve_app import schemas
 from serve_app.asgi import build_http_app, expected_api_key, route
-from serve_app.budget import Charge
+from serve_app.budget import Charge, texts_to_embed
 from serve_app.calls import answer
 from serve_app.error_handlers import field_errors
 from serve_app.front_door import INGRESS_MAX_ONGOING
@@ -63,6 +63,7 @@ class Ingress:
         self.handles = handles
         self.residency = residency
         self.pipeline = Pipeline(settings, handles, ocr_engines)
+        self.texts_in_flight = texts_to_embed(settings.max_texts_in_flight)
         if expected_api_key(settings) is None:
             logger.warning("OCR_SIDECAR_AUTH_MODE=network-isolation: /v1 routes need NO API "
                            "key; only a network boundary protects this service")
@@ -188,14 +189,23 @@ class Ingress:
                     f"{field}[{index}] has {len(text)} characters; at most {s.max_text_chars}",
                     {"field": f"{field}.{index}", "max": s.max_text_chars})
 
+    async def _embed(self, texts: list[str], want: list[str], max_length: int | None
+                     ) -> list[dict[str, Any]]:
+        """The Embedding's items for `texts`, charged to EMBED_MAX_TEXTS_IN_FLIGHT while
+        they are in flight: the queue in front of the Embedding is bounded by its work."""
+        embedding = self.handles.require("Embedding")
+        with self.texts_in_flight.hold() as charge:
+            charge(len(texts))
+            return await self._call(embedding.embed.remote(texts, want, max_length),  # type: ignore[no-any-return]
+                                    "the Embedding deployment")
+
     @route("POST", "/v1/embed", response_model=schemas.EmbedResponse, tags=["embeddings"])
     async def embed(self, body: schemas.EmbedRequest) -> Response:
         """Dense, sparse (token -> weight) and colbert vectors, as asked, in one call."""
         self._check_texts(body.texts, "texts")
         want = [name for name, asked in (("dense", body.return_dense),
                 ("sparse", body.return_sparse), ("colbert", body.return_colbert)) if asked]
-        items = await self._call(self.handles.require("Embedding").embed.remote(
-            body.texts, want, body.max_length), "the Embedding deployment")
+        items = await self._embed(body.texts, want, body.max_length)
         return _json(schemas.EmbedResponse.from_items(self.models["Embedding"], items))
 
     @route("POST", "/v1/embeddings", response_model=schemas.OpenAIEmbeddingResponse,
@@ -207,8 +217,7 @@ class Ingress:
         if not texts:
             raise InvalidInput("input is empty", {"field": "input"})
         self._check_texts(texts, "input")
-        items = await self._call(self.handles.require("Embedding").embed.remote(
-            texts, ["dense"], None), "the Embedding deployment")
+        items = await self._embed(texts, ["dense"], None)
         size = len(items[0]["dense"])
         if body.dimensions not in (None, size):
             raise InvalidInput(f"model {self.models['Embedding']!r} has {size} dimensions; "

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.budget import ByteBudget, Charge
+from serve_app.budget import Charge, document_bytes
 from serve_app.calls import answer
 from serve_app.kernel.documents import Document, Page, parse_pages
 from serve_app.kernel.engines import OcrEngines
@@ -81,7 +81,7 @@ class Pipeline:
         self.settings = settings
         self.handles = handles
         self.ocr_engines = ocr_engines
-        self.budget = ByteBudget(settings.max_bytes_in_flight)
+        self.budget = document_bytes(settings.max_bytes_in_flight)
         self.open_document: Callable[[bytes, int], Document] = Document
 
     async def ocr(self, load: Load, options: OcrOptions

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     max_page_pixels: int = Field(60_000_000, gt=0, alias="OCR_MAX_PAGE_PIXELS")
     max_texts: int = Field(1024, gt=0, alias="EMBED_MAX_TEXTS")
     max_text_chars: int = Field(32_000, gt=0, alias="EMBED_MAX_TEXT_CHARS")
+    # Texts one ingress replica has in flight to the Embedding, across requests: 503
+    # beyond. 5120 are about 18 s of MiniLM on 2 cores (bench/overload.py).
+    max_texts_in_flight: int = Field(5120, gt=0, alias="EMBED_MAX_TEXTS_IN_FLIGHT")
     url_timeout_s: float = Field(30.0, gt=0, alias="URL_FETCH_TIMEOUT_S")
     # The longest one call to a deployment may take (a page, an embedding batch): 504 after.
     call_timeout_s: float = Field(300.0, gt=0, alias="DEPLOYMENT_CALL_TIMEOUT_S")
@@ -127,6 +130,11 @@ class Settings(BaseSettings):
                 f"OCR_MAX_BYTES_IN_FLIGHT ({settings.max_bytes_in_flight}) is below "
                 f"OCR_MAX_UPLOAD_BYTES ({settings.max_upload_bytes}): a largest document "
                 "could never be read; raise it or lower the upload limit")
+        if settings.max_texts_in_flight < settings.max_texts:
+            raise ConfigError(
+                f"EMBED_MAX_TEXTS_IN_FLIGHT ({settings.max_texts_in_flight}) is below "
+                f"EMBED_MAX_TEXTS ({settings.max_texts}): a largest request could never "
+                "be embedded; raise it or lower EMBED_MAX_TEXTS")
         if settings.blla_model_path is not None:
             path = settings.blla_model_path.expanduser().absolute()
             stores = (settings.model_cache_dir, settings.trained_models_dir)
