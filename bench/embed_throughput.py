@@ -150,6 +150,7 @@ def service(texts: list[str], per_request: int, concurrency: int) -> float:
     small = {"ray_actor_options": {"num_cpus": 0.1}}
     args = {
         "ocr_model": None, "segmentation_model": None, "rerank_model": None,
+        "training_model": None,
         "settings": {"RESIDENCY_PROFILE": "cpu-only"},
         # Ray sets OMP_NUM_THREADS to a replica's num_cpus; give torch the same two
         # threads the direct run uses.

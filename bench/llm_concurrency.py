@@ -46,6 +46,7 @@ def service(ollama: FakeOllama, pdf: bytes) -> tuple[float, int]:
     small = {"ray_actor_options": {"num_cpus": 0.1}}
     args = {
         "segmentation_model": None, "embedding_model": None, "rerank_model": None,
+        "training_model": None,
         "ocr_engines": ["ollama-vlm"],
         "settings": {"OLLAMA_URL": ollama.url, "RESIDENCY_PROFILE": "cpu-only"},
         "deployment_options": {name: small for name in ("OCR", "Ingress", "ResidencyController")},

@@ -196,8 +196,9 @@ class Ingress:
         embedding = self.handles.require("Embedding")
         with self.texts_in_flight.hold() as charge:
             charge(len(texts))
-            return await self._call(embedding.embed.remote(texts, want, max_length),  # type: ignore[no-any-return]
-                                    "the Embedding deployment")
+            items: list[dict[str, Any]] = await self._call(
+                embedding.embed.remote(texts, want, max_length), "the Embedding deployment")
+            return items
 
     @route("POST", "/v1/embed", response_model=schemas.EmbedResponse, tags=["embeddings"])
     async def embed(self, body: schemas.EmbedRequest) -> Response:
