@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.embed_throughput import sentences  # noqa: E402
 from bench.overload import embedded_default, percentile  # noqa: E402
-from bench.report import write_report  # noqa: E402
+from bench.report import line_chart, write_report  # noqa: E402
 from tests.fixtures.cluster import free_port, running_app  # noqa: E402
 
 INFINITY = "infinity-emb[server,torch]==0.0.78"
@@ -164,6 +164,13 @@ def main() -> int:
         "infinity |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         "A 503 is retried after its Retry-After, as a client should; latency counts from "
         "the first try.\n")
+    line_chart({"ocr-graph": [(level, ours[level][0]) for level in LEVELS],
+                "infinity-emb": [(level, peer[level][0]) for level in LEVELS],
+                "sorted forward": [(level, direct) for level in LEVELS]},
+               ROOT / "docs" / "img" / "embed-peer.png",
+               "Embeddings: sentences/s by client concurrency (MiniLM, 2 cores)",
+               "concurrent clients", "sentences/s")
+    report += "\n![sentences/s by concurrency](img/embed-peer.png)\n"
     print(report)
     write_report(report, "embed_peer")
     return 0

@@ -1,6 +1,6 @@
 """Embeddings per second through HTTP vs the same model called directly, in one run.
 
-    python bench/embed_throughput.py [--sentences 6144] [--concurrency 32] [--per-request 64]
+    python bench/embed_throughput.py [--sentences 4096] [--concurrency 32] [--per-request 64]
 
 Direct: FlagModel loaded in this process; its own forward + pooling over batches of
 `--per-request` sentences (the fair baseline, see docs/architecture.md), and, for reference,
@@ -166,7 +166,7 @@ def service(texts: list[str], per_request: int, concurrency: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sentences", type=int, default=6144)
+    parser.add_argument("--sentences", type=int, default=4096)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--per-request", type=int, default=64)
     args = parser.parse_args()

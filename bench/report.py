@@ -19,3 +19,50 @@ def write_report(markdown: str, marker: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     target.write_text(text, encoding="utf-8")
+
+
+def line_chart(series: dict[str, list[tuple[float, float]]], target: Path, title: str,
+               x_label: str, y_label: str) -> None:
+    """A PNG of a few lines (points joined, labelled in a legend), x on a log2 scale when
+    every x is a power of two (concurrency levels); drawn with PIL, no plotting library."""
+    import math
+
+    from PIL import Image, ImageDraw
+
+    width, height, left, top, bottom, right = 900, 420, 80, 40, 60, 190
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    xs = sorted({x for points in series.values() for x, _ in points})
+    log = all(x > 0 and math.log2(x).is_integer() for x in xs)
+    scale = (lambda v: math.log2(v)) if log else (lambda v: v)
+    lo, hi = scale(xs[0]), scale(xs[-1]) if len(xs) > 1 else scale(xs[0]) + 1
+    top_y = max(y for points in series.values() for _, y in points) * 1.1 or 1.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return (left + (scale(x) - lo) / (hi - lo) * plot_w, top + plot_h - y / top_y * plot_h)
+
+    colors = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
+    for index, (name, points) in enumerate(series.items()):
+        color = colors[index % len(colors)]
+        joined = [at(x, y) for x, y in sorted(points)]
+        if len(joined) > 1:
+            draw.line(joined, fill=color, width=3)
+        for px, py in joined:
+            draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=color)
+        draw.rectangle([width - right + 15, top + 20 * index, width - right + 30,
+                        top + 20 * index + 12], fill=color)
+        draw.text((width - right + 36, top + 20 * index), name, fill="black")
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
+    for x in xs:
+        px, _ = at(x, 0)
+        draw.text((px - 8, top + plot_h + 6), f"{x:g}", fill="black")
+    for step in range(6):
+        value = top_y * step / 5
+        _, py = at(xs[0], value)
+        draw.text((8, py - 6), f"{value:.0f}", fill="black")
+    draw.text((left, 10), title, fill="black")
+    draw.text((left + plot_w // 2 - 40, height - 24), x_label, fill="black")
+    draw.text((8, top - 24), y_label, fill="black")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image.save(target)

@@ -72,9 +72,12 @@ def batch_tokens(jobs: list[EmbedJob]) -> int:
 
 # The queue in front is bounded by its work in the ingress (EMBED_MAX_TEXTS_IN_FLIGHT, 5120
 # texts, ~18 s on 2 cores: bench/overload.py), not by a count of requests, which are 1 text
-# or 1024. Serve's bound stays as the backstop for several ingress replicas. 32 running
-# still fill a batch. Beyond either: 503 with Retry-After (serve_app/calls.py).
-@serve.deployment(name="Embedding", max_ongoing_requests=32, max_queued_requests=256,
+# or 1024. So the replica takes what the ingress lets through and @serve.batch queues it:
+# requests waiting in Serve's router are handed over on its retry backoff (up to 0.5 s),
+# which left the replica idle between batches (128 clients ran at 0.6 of 32). Serve's
+# bound stays as the backstop for several ingress replicas. Beyond either: 503 with
+# Retry-After (serve_app/calls.py).
+@serve.deployment(name="Embedding", max_ongoing_requests=256, max_queued_requests=64,
                   health_check_period_s=10)
 class Embedding(ModelReplica):
     """Dynamic batching across requests, bounded in tokens; one length-sorted forward per
