@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import httpx
 import pytest
 import ray
 
 from tests.fixtures.documents import scan_png
+from tests.fixtures.waiting import until
 
 pytestmark = pytest.mark.integration
 EXPORT_S = 60  # Ray exports metrics every few seconds; give it a generous bound
@@ -34,14 +34,11 @@ def test_pages_embeddings_and_vram_reach_the_metrics_endpoint(client: httpx.Clie
     assert embed.status_code == 200, embed.text
     [node] = [n for n in ray.nodes() if n["Alive"]]
     endpoint = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
-    deadline, text = time.monotonic() + EXPORT_S, ""
-    while time.monotonic() < deadline:
-        text = httpx.get(endpoint, timeout=10).text
-        wanted = [sample(text, "ray_ocr_graph_ocr_pages_total", engine="rapidocr"),
-                  sample(text, "ray_ocr_graph_embedded_texts_total", application="main"),
-                  sample(text, "ray_ocr_graph_vram_total_mb", application="residency")]
-        if all(value is not None for value in wanted):
-            break
+    text = until(lambda: httpx.get(endpoint, timeout=10).text, lambda text: all(
+        value is not None for value in (
+            sample(text, "ray_ocr_graph_ocr_pages_total", engine="rapidocr"),
+            sample(text, "ray_ocr_graph_embedded_texts_total", application="main"),
+            sample(text, "ray_ocr_graph_vram_total_mb", application="residency"))), EXPORT_S)
     assert (sample(text, "ray_ocr_graph_ocr_pages_total", engine="rapidocr") or 0) >= 1
     assert (sample(text, "ray_ocr_graph_embedded_texts_total", application="main") or 0) >= 3
     assert sample(text, "ray_ocr_graph_vram_total_mb", application="residency") == pytest.approx(

@@ -29,6 +29,7 @@ from deployments.residency.monitors import NODE_OLLAMA_ENV
 from serve_app.front_door import CALLBACK, CALLBACK_ENV
 from tests.fixtures.cluster import free_port
 from tests.fixtures.fake_ollama import FakeOllama
+from tests.fixtures.waiting import until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,15 +201,15 @@ def node_of(client: httpx.Client, deployment: str) -> str:
 def capacity_until(client: httpx.Client, done: Callable[[dict[str, dict[str, str]]], bool],
                    polls_ahead: int = 0, within_s: float = 90) -> dict[str, dict[str, str]]:
     """{GPU key: {deployment: placement}} from /v1/capacity once `done` holds for it (and
-    the controller has polled `polls_ahead` more times); a condition, not a pause."""
-    deadline = time.monotonic() + within_s
-    first_polls = None
-    while True:
-        body = client.get("/v1/capacity").json()
-        gpus = {gpu["key"]: {name: placement["device"]
-                             for name, placement in gpu["placements"].items()}
-                for gpu in body["gpus"]}
-        first_polls = body["polls"] if first_polls is None else first_polls
-        if done(gpus) and body["polls"] >= first_polls + polls_ahead:
-            return gpus
-        assert time.monotonic() < deadline, body
+    the controller has polled `polls_ahead` more times)."""
+    first_polls = client.get("/v1/capacity").json()["polls"]
+    body = until(lambda: client.get("/v1/capacity").json(),
+                 lambda body: done(placements(body)) and (
+                     body["polls"] >= first_polls + polls_ahead), within_s)
+    return placements(body)
+
+
+def placements(capacity: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {gpu["key"]: {name: placement["device"]
+                         for name, placement in gpu["placements"].items()}
+            for gpu in capacity["gpus"]}

@@ -4,14 +4,13 @@ and the requests that were accepted still answer."""
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from serve_app.front_door import FRONT_MAX_REQUESTS
+from tests.fixtures.waiting import until
 from tests.integration.conftest import API_KEY, OVERLOAD_ONGOING, OVERLOAD_QUEUED
 
 pytestmark = pytest.mark.integration
@@ -51,7 +50,8 @@ def test_beyond_its_requests_in_flight_the_proxy_refuses_at_once_and_health_answ
     try:
         for connection in held:
             connection.sendall(head.encode())
-        refused = until(lambda: client.get("/v1/models"), lambda r: r.status_code == 503)
+        refused = until(lambda: client.get("/v1/models"), lambda r: r.status_code == 503,
+                        60)
         error = refused.json()["error"]
         assert error["code"] == "overloaded" and error["request_id"], refused.text
         assert error["detail"] == {"in_flight": FRONT_MAX_REQUESTS}
@@ -60,16 +60,5 @@ def test_beyond_its_requests_in_flight_the_proxy_refuses_at_once_and_health_answ
     finally:
         for connection in held:
             connection.close()
-    until(lambda: client.get("/v1/models"), lambda r: r.status_code == 200)
+    until(lambda: client.get("/v1/models"), lambda r: r.status_code == 200, 60)
 
-
-def until(call: Callable[[], httpx.Response], done: Callable[[httpx.Response], bool],
-          within_s: float = 60) -> httpx.Response:
-    """Repeat `call` until its answer is `done` (a condition, not a pause); fail after
-    within_s with the last answer."""
-    deadline = time.monotonic() + within_s
-    while True:
-        response = call()
-        if done(response):
-            return response
-        assert time.monotonic() < deadline, (response.status_code, response.text)

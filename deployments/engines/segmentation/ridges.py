@@ -65,7 +65,7 @@ def install(threads: int) -> None:
     if threads < 2:
         segmentation.filters = filters
         return
-    shim = types.SimpleNamespace(**{name: getattr(filters, name) for name in dir(filters)
-                                    if not name.startswith("__")})
-    shim.sato = lambda image, **options: banded_sato(image, threads, **options)
+    shim = types.ModuleType("skimage.filters, sato in bands")
+    shim.__getattr__ = lambda name: getattr(filters, name)  # type: ignore[method-assign]
+    shim.sato = lambda image, **options: banded_sato(image, threads, **options)  # type: ignore[attr-defined]
     segmentation.filters = shim
