@@ -104,15 +104,11 @@ def _refusal_counter() -> Any:
 async def _refuse(scope: Message, send: Send, limit: int) -> None:
     given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
     request_id = given or uuid.uuid4().hex
-    body = orjson.dumps(error_body(
-        "overloaded", f"the service is at capacity ({limit} requests in flight): retry "
-        f"after {RETRY_AFTER_S} s", {"in_flight": limit}, request_id))
-    await send({"type": "http.response.start", "status": 503,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"retry-after", str(RETRY_AFTER_S).encode()),
-                            (b"x-request-id", request_id.encode("latin-1"))]})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    body = error_body("overloaded", f"the service is at capacity ({limit} requests in "
+                      f"flight): retry after {RETRY_AFTER_S} s", {"in_flight": limit},
+                      request_id)
+    await _send_error(send, 503, body, [(b"retry-after", str(RETRY_AFTER_S).encode()),
+                                        (b"x-request-id", request_id.encode("latin-1"))])
 
 
 def _shaping(send: Send) -> Send:
@@ -148,9 +144,15 @@ async def _send_shaped(start: Message, text: bytes, send: Send) -> None:
     said = text.decode("utf-8", "replace").strip()
     hint = HINTS.get(status)
     message = f"{hint} ({said})" if hint and said else hint or said or "error"
-    body = orjson.dumps(error_body(CODES.get(status, "internal_error"), message, None,
-                                   request_id))
-    headers += [(b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode())]
-    await send({**start, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await _send_error(send, status, error_body(CODES.get(status, "internal_error"), message,
+                                               None, request_id), headers)
+
+
+async def _send_error(send: Send, status: int, body: dict[str, Any],
+                      headers: list[tuple[bytes, bytes]]) -> None:
+    """One error body as a whole JSON answer, beside the given headers."""
+    data = orjson.dumps(body)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data, "more_body": False})
