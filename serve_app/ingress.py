@@ -63,6 +63,7 @@ class Ingress:
         self.handles = handles
         self.residency = residency
         self.pipeline = Pipeline(settings, handles, ocr_engines)
+        self.pipeline.text_layers.start()
         self.texts_in_flight = texts_to_embed(settings.max_texts_in_flight)
         if expected_api_key(settings) is None:
             logger.warning("OCR_SIDECAR_AUTH_MODE=network-isolation: /v1 routes need NO API "
@@ -73,6 +74,7 @@ class Ingress:
         return build_http_app(self, self.settings)
 
     async def __del__(self) -> None:
+        self.pipeline.text_layers.close()
         await self.http.aclose()
 
     async def _call(self, response: DeploymentResponse, what: str) -> Any:

@@ -4,8 +4,10 @@ Plain Python over deployment handles, so it can be driven without HTTP. A docume
 opened once, on a thread of its own that does every render and finally closes it
 (PyMuPDF documents are not thread-safe); its selected pages are rendered one at a time
 and at most OCR_PAGES_IN_FLIGHT of them are in flight to the deployments, so a 200-page
-PDF never holds 200 page images. Its bytes count against the ingress's byte budget while
-the request lasts. Born-digital pages come from their text layer; engines that read baseline lines
+PDF never holds 200 page images. A long PDF's text layers are read first, by worker
+processes in parallel (serve_app/text_layers.py), each on its own copy of the document.
+A document's bytes count against the ingress's byte budget while the request lasts.
+Born-digital pages come from their text layer; engines that read baseline lines
 (kraken) get each page segmented by the Segmentation deployment first.
 """
 
@@ -28,6 +30,7 @@ from serve_app.kernel.errors import Unavailable
 from serve_app.kernel.pages import Line, OcrPage, SegmentPage, page_text
 from serve_app.kernel.settings import Settings
 from serve_app.schemas import OcrOptions, PageOptions
+from serve_app.text_layers import TextLayerReaders
 
 Result = TypeVar("Result", OcrPage, SegmentPage)
 # What reads a request's document: told each part's size before it is held.
@@ -82,6 +85,7 @@ class Pipeline:
         self.handles = handles
         self.ocr_engines = ocr_engines
         self.budget = document_bytes(settings.max_bytes_in_flight)
+        self.text_layers = TextLayerReaders(settings.text_layer_processes)
         self.open_document: Callable[[bytes, int], Document] = Document
 
     async def ocr(self, load: Load, options: OcrOptions
@@ -156,26 +160,35 @@ class Pipeline:
                 renderer.shutdown(wait=False)
                 raise
             try:
-                return await self._read_pages(doc, renderer, options, force_ocr, read)
+                return await self._read_pages(doc, data, renderer, options, force_ocr, read)
             finally:
                 # Queued behind a render that may still run (a cancelled request does not
                 # stop a thread), on the document's own thread: never closed under a render.
                 renderer.submit(doc.close)
                 renderer.shutdown(wait=False)
 
-    async def _read_pages(self, doc: Document, renderer: ThreadPoolExecutor,
+    async def _read_pages(self, doc: Document, data: bytes, renderer: ThreadPoolExecutor,
                           options: PageOptions, force_ocr: bool,
                           read: Callable[[Page], Awaitable[Result]]) -> PagesRead[Result]:
         loop = asyncio.get_running_loop()
         page_count = doc.page_count
         numbers, missing = parse_pages(options.pages, page_count, self.settings.max_pages)
         slots = asyncio.Semaphore(self.settings.pages_in_flight)
+        # A long PDF's text layers are read by worker processes, all at once; the pages
+        # they did not return have none, and are rendered without looking again.
+        text_pages: dict[int, Page] | None = None
+        if not force_ocr and doc.kind == "pdf":
+            text_pages = await self.text_layers.read(data, numbers, options.dpi,
+                                                     self.settings.max_page_pixels)
+        render_only = force_ocr or text_pages is not None
 
         async def one(number: int) -> Result:
             started = time.perf_counter()
             try:
-                page = await loop.run_in_executor(renderer, doc.page, number, options.dpi,
-                                                  force_ocr)
+                page = text_pages.pop(number, None) if text_pages else None
+                if page is None:
+                    page = await loop.run_in_executor(renderer, doc.page, number, options.dpi,
+                                                      render_only)
                 result = await read(page)
             finally:
                 slots.release()

@@ -183,14 +183,31 @@ class Document:
         except Exception as exc:
             raise CorruptDocument(f"page {number} could not be read: {exc}") from None
 
+    def text_page(self, number: int, dpi: int) -> Page | None:
+        """The page from its text layer if it is born-digital, else None (it needs its
+        pixels read: Document.page with force_ocr)."""
+        try:
+            return self._text_page(number, dpi)
+        except Exception as exc:
+            raise CorruptDocument(f"page {number} could not be read: {exc}") from None
+
+    def _text_page(self, number: int, dpi: int) -> Page | None:
+        if self.kind != "pdf":
+            return None
+        page = self._doc[number - 1]
+        scale = dpi / 72.0
+        lines = _text_layer(page, scale)
+        if sum(len(line.text.replace(" ", "")) for line in lines) < BORN_DIGITAL_MIN_CHARS:
+            return None
+        width, height = round(page.rect.width * scale), round(page.rect.height * scale)
+        return Page(number, width, height, dpi, text_lines=lines)
+
     def _pdf_page(self, number: int, dpi: int, force_ocr: bool) -> Page:
+        if not force_ocr and (text := self._text_page(number, dpi)) is not None:
+            return text
         page = self._doc[number - 1]
         scale = dpi / 72.0
         width, height = round(page.rect.width * scale), round(page.rect.height * scale)
-        if not force_ocr:
-            lines = _text_layer(page, scale)
-            if sum(len(line.text.replace(" ", "")) for line in lines) >= BORN_DIGITAL_MIN_CHARS:
-                return Page(number, width, height, dpi, text_lines=lines)
         scan = self._embedded_scan(page, number)
         if scan is not None:
             return scan
@@ -239,6 +256,14 @@ class Document:
                 f"{self.max_page_pixels} pixels per page (lower dpi or split the scan)",
                 detail={"page": number, "width": width, "height": height},
             )
+
+
+def text_pages(data: bytes, numbers: list[int], dpi: int, max_page_pixels: int
+               ) -> list[Page | None]:
+    """Document.text_page of each of `numbers`, on a document of its own: what a worker
+    process runs (serve_app/text_layers.py)."""
+    with Document(data, max_page_pixels) as doc:
+        return [doc.text_page(number, dpi) for number in numbers]
 
 
 def _text_layer(page: pymupdf.Page, scale: float) -> list[TextLine]:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = Field(None, alias="LLM_API_KEY")
     # Pages of one document in flight at once (rendered and sent to the OCR engines).
     pages_in_flight: int = Field(8, ge=1, le=64, alias="OCR_PAGES_IN_FLIGHT")
+    # Processes of each ingress replica that read long PDFs' text layers in parallel
+    # (PyMuPDF holds the GIL, so threads cannot); below 2, the render thread reads them.
+    text_layer_processes: int = Field(2, ge=0, le=64, alias="OCR_TEXT_LAYER_PROCESSES")
     residency_profile: str = Field("llm-first", alias="RESIDENCY_PROFILE")
     blla_model_path: Path | None = Field(None, alias="BLLA_MODEL_PATH")
     residency_poll_s: float = Field(1.0, gt=0, alias="RESIDENCY_POLL_S")

@@ -30,6 +30,8 @@ MAIN_OCR_ENGINES = ["ollama-vlm", "tesseract", "ensemble", "archive-rec", "surya
 TRAINING_TOKEN = "training-token-" + os.urandom(8).hex()
 TRAINING_MIN_SAMPLES = 4
 OVERLOAD_ONGOING, OVERLOAD_QUEUED = 2, 2  # the /res app's Embedding
+# Pages per request: enough for a document the ingress's text-layer processes split.
+MAX_PAGES = 40
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +47,7 @@ def service(tiny_models: dict[str, str], ollama: FakeOllama) -> Iterator[dict[st
 
     from serve_app.app import build_app
 
-    env = {"OCR_SIDECAR_API_KEY": API_KEY, "OCR_MAX_PAGES": "5",
+    env = {"OCR_SIDECAR_API_KEY": API_KEY, "OCR_MAX_PAGES": str(MAX_PAGES),
            "OCR_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024), "EMBED_MAX_TEXTS": "64",
            "EMBED_MAX_TEXT_CHARS": "4000", "TRAINING_MIN_SAMPLES": str(TRAINING_MIN_SAMPLES),
            "TRAINING_MAX_UPLOAD_BYTES": str(16 * 1024 * 1024)}

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.fixtures.documents import corrupt_pdf, encrypted_pdf, text_pdf
-from tests.integration.conftest import API_KEY
+from tests.integration.conftest import API_KEY, MAX_PAGES
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +120,7 @@ def test_url_host_not_on_the_allowlist_is_403(client: httpx.Client, unchanged) -
 
 
 def test_too_many_pages_is_413(client: httpx.Client, upload) -> None:
-    path = upload("bad/long.pdf", text_pdf(pages=6))  # the test service allows 5
+    path = upload("bad/long.pdf", text_pdf(pages=MAX_PAGES + 1))
     _error(client.post("/v1/ocr", json={"source": {"path": path}}), 413)
 
 

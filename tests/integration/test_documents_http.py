@@ -8,8 +8,9 @@ import httpx
 import pytest
 
 from serve_app.kernel.formats import ALTO_NS, PAGE_NS, XHTML_NS
-from tests.fixtures.documents import LINES, scan_png, scanned_pdf, text_pdf
+from tests.fixtures.documents import LINES, mixed_pdf, scan_png, scanned_pdf, text_pdf
 from tests.fixtures.xsd import assert_valid
+from tests.integration.conftest import MAX_PAGES
 
 NS = {"a": ALTO_NS, "p": PAGE_NS, "h": XHTML_NS}
 
@@ -31,6 +32,21 @@ def test_born_digital_pdf_comes_from_the_text_layer(client: httpx.Client, upload
     assert page["page"] == 2 and page["source"] == "text-layer"
     assert [line["text"] for line in page["lines"]] == LINES
     assert body["text"] == "\n".join(LINES)
+
+
+def test_a_long_pdf_keeps_its_page_order_when_processes_read_its_text_layers(
+        client: httpx.Client) -> None:
+    # Long enough for the ingress's text-layer processes; page 5 is a scan.
+    response = client.post("/v1/ocr/upload",
+                           files={"file": ("long.pdf", mixed_pdf(MAX_PAGES, scanned={5}))},
+                           data={"options": json.dumps({"dpi": 100})})
+    assert response.status_code == 200, response.text
+    pages = response.json()["pages"]
+    assert [page["page"] for page in pages] == list(range(1, MAX_PAGES + 1))
+    assert [page["lines"][0]["text"] for page in pages if page["page"] != 5] == [
+        f"page {number}" for number in range(1, MAX_PAGES + 1) if number != 5]
+    assert {page["source"] for page in pages if page["page"] != 5} == {"text-layer"}
+    assert pages[4]["source"] == "ocr" and "HAMBURG" in _words(pages[4]["text"])
 
 
 def test_scanned_pdf_is_ocred_by_rapidocr(client: httpx.Client, upload) -> None:

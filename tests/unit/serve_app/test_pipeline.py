@@ -12,11 +12,12 @@ import pytest
 
 from serve_app.budget import Charge
 from serve_app.kernel.documents import Document
+from serve_app.kernel.engines import OcrEngines
 from serve_app.kernel.errors import Overloaded
 from serve_app.kernel.settings import Settings
 from serve_app.pipeline import Handles, Pipeline
-from serve_app.schemas import SegmentOptions
-from tests.fixtures.documents import pages_pdf
+from serve_app.schemas import OcrOptions, SegmentOptions
+from tests.fixtures.documents import mixed_pdf, pages_pdf
 
 
 class WatchedDocument(Document):
@@ -150,3 +151,47 @@ def test_documents_beyond_the_byte_budget_are_refused_and_the_budget_comes_back(
     assert built.budget.held == 0
     asyncio.run(built.segment(loader(data), SegmentOptions(dpi=50)))  # room again
     assert segmenter.calls == 2
+
+
+class Recognizer:
+    """Stands in for the OCR deployment's handle: reads every page as one line."""
+
+    class _Method:
+        def __init__(self, owner: Recognizer):
+            self.owner = owner
+
+        def remote(self, image: np.ndarray, engine: str, options: dict[str, Any]) -> Any:
+            self.owner.pages += 1
+
+            async def result() -> dict[str, Any]:
+                return {"engine": "rapidocr", "lines": [
+                    {"text": "read from pixels", "bbox": (0, 0, 1, 1), "confidence": 0.9}]}
+            return result()
+
+    def __init__(self) -> None:
+        self.pages = 0
+        self.recognize = self._Method(self)
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_a_long_mixed_pdf_reads_text_pages_from_their_layer_and_sends_only_scans_to_ocr(
+        clean_env: pytest.MonkeyPatch, processes: int) -> None:
+    recognizer = Recognizer()
+    backwards = ",".join(str(number) for number in range(40, 0, -1))
+    built = Pipeline(Settings(OCR_SIDECAR_API_KEY="k", OCR_TEXT_LAYER_PROCESSES=processes),
+                     Handles(ocr=recognizer),  # type: ignore[arg-type]
+                     OcrEngines(("rapidocr",)))
+    try:
+        read = asyncio.run(built.ocr(loader(mixed_pdf(40, scanned={3, 38})),
+                                     OcrOptions(dpi=50, pages=backwards)))
+    finally:
+        built.text_layers.close()
+    assert [page["page"] for page in read.pages] == list(range(40, 0, -1))
+    assert recognizer.pages == 2
+    for page in read.pages:
+        if page["page"] in (3, 38):
+            assert (page["source"], page["text"]) == ("ocr", "read from pixels")
+        else:
+            assert page["source"] == "text-layer"
+            assert page["text"].splitlines()[0] == f"page {page['page']}"
+    assert built.budget.held == 0

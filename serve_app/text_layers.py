@@ -1,0 +1,94 @@
+"""The text layers of long PDFs, read by worker processes in parallel.
+
+PyMuPDF holds the GIL while it extracts text, so threads in the ingress cannot read two
+pages at once (measured: two threads on two halves of a document are no faster than
+one); processes can. A long document's selected pages are split into one run per
+process; each process opens its own copy of the document (a PyMuPDF document is never
+shared between threads, let alone processes) and sends back its born-digital pages,
+finished. Pages without a text layer are left to the ingress's render thread. Documents
+too short to give every process MIN_PAGES_PER_RUN pages stay on that thread altogether:
+for them the trip to a process costs more than it saves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from serve_app.calls import RETRY_AFTER_S
+from serve_app.kernel.documents import Page, text_pages
+from serve_app.kernel.errors import Overloaded
+
+logger = logging.getLogger("ocr_graph.text_layers")
+
+MIN_PAGES_PER_RUN = 16
+
+
+def runs(numbers: list[int], processes: int) -> list[list[int]]:
+    """`numbers` in contiguous runs, one per process, each of at least MIN_PAGES_PER_RUN
+    pages; fewer than two runs: [] (not worth a process)."""
+    count = min(processes, len(numbers) // MIN_PAGES_PER_RUN)
+    if count < 2:
+        return []
+    size, extra = divmod(len(numbers), count)
+    bounds = [index * size + min(index, extra) for index in range(count + 1)]
+    return [numbers[start:end] for start, end in itertools.pairwise(bounds)]
+
+
+def _ready() -> None:
+    """Runs once in each new process: it has imported PyMuPDF by the time this returns."""
+
+
+class TextLayerReaders:
+    """A pool of `processes` worker processes (spawned: the ingress runs threads, which a
+    fork would copy mid-state), started with the ingress and rebuilt if one dies."""
+
+    def __init__(self, processes: int):
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Spawn the processes now, so the first long document does not wait for them."""
+        if self.processes >= 2 and self._pool is None:
+            self._pool = ProcessPoolExecutor(self.processes,
+                                             mp_context=multiprocessing.get_context("spawn"))
+            for _ in range(self.processes):
+                self._pool.submit(_ready)
+
+    async def read(self, data: bytes, numbers: list[int], dpi: int, max_page_pixels: int
+                   ) -> dict[int, Page] | None:
+        """The born-digital pages among `numbers`, by number (the others have no text
+        layer); None for a document too short to split, whose text layers are read on the
+        ingress's render thread."""
+        split = runs(numbers, self.processes)
+        if not split:
+            return None
+        self.start()
+        pool = self._pool
+        assert pool is not None
+        loop = asyncio.get_running_loop()
+        try:
+            found = await asyncio.gather(*(
+                loop.run_in_executor(pool, text_pages, data, run, dpi, max_page_pixels)
+                for run in split))
+        except BrokenProcessPool:
+            # A worker died: the kernel's OOM killer, or a PDF that crashes MuPDF (which
+            # would otherwise have taken the ingress with it). The next request gets a new
+            # pool; this one may be retried.
+            logger.warning("a text-layer process died; starting new ones")
+            if self._pool is pool:
+                self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise Overloaded("a process reading the PDF's text layer died (out of memory, "
+                             "or a PDF that crashes its reader): retry shortly",
+                             headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        return {page.number: page for run in found for page in run if page is not None}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,75 @@
+"""Long PDFs' text layers read by worker processes: the same pages the render thread
+reads, the pages without a text layer left to it, and a dead process survived."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from serve_app.kernel.documents import Document
+from serve_app.kernel.errors import Overloaded
+from serve_app.text_layers import MIN_PAGES_PER_RUN, TextLayerReaders, runs
+from tests.fixtures.documents import mixed_pdf
+
+MAX_PIXELS = 60_000_000
+
+
+def test_a_long_selection_is_split_into_one_contiguous_run_per_process() -> None:
+    numbers = [5, *range(10, 60), 3]
+    split = runs(numbers, processes=3)
+    assert [len(run) for run in split] == [18, 17, 17]
+    assert [number for run in split for number in run] == numbers
+
+
+def test_a_selection_too_short_for_two_runs_stays_on_the_render_thread() -> None:
+    assert runs(list(range(1, 2 * MIN_PAGES_PER_RUN)), processes=4) == []
+    assert len(runs(list(range(1, 2 * MIN_PAGES_PER_RUN + 1)), processes=4)) == 2
+    assert runs(list(range(1, 200)), processes=1) == []
+    pool = TextLayerReaders(processes=2)
+    assert asyncio.run(pool.read(mixed_pdf(3, set()), [1, 2, 3], 100, MAX_PIXELS)) is None
+    assert pool._pool is None  # no process started for it
+
+
+@pytest.fixture
+def readers() -> Iterator[TextLayerReaders]:
+    pool = TextLayerReaders(processes=2)
+    yield pool
+    pool.close()
+
+
+def test_the_processes_return_the_born_digital_pages_as_the_render_thread_reads_them(
+        readers: TextLayerReaders) -> None:
+    data = mixed_pdf(40, scanned={7, 33})
+    numbers = list(range(40, 0, -1))
+    found = asyncio.run(readers.read(data, numbers, 100, MAX_PIXELS))
+    assert found is not None
+    assert sorted(found) == [n for n in range(1, 41) if n not in (7, 33)]
+    with Document(data, MAX_PIXELS) as doc:
+        for number, page in found.items():
+            assert page == doc.page(number, 100)
+    assert found[12].text_lines[0].text == "page 12"
+
+
+def test_a_dead_process_answers_503_and_the_next_document_gets_new_processes(
+        readers: TextLayerReaders) -> None:
+    data = mixed_pdf(2 * MIN_PAGES_PER_RUN, scanned=set())
+    numbers = list(range(1, 2 * MIN_PAGES_PER_RUN + 1))
+
+    async def scenario() -> None:
+        assert await readers.read(data, numbers, 100, MAX_PIXELS)
+        assert readers._pool is not None
+        victim = next(iter(readers._pool._processes))
+        os.kill(victim, signal.SIGKILL)
+        readers._pool._processes[victim].join(30)  # dead before the next document comes
+        with pytest.raises(Overloaded) as refused:
+            await readers.read(data, numbers, 100, MAX_PIXELS)
+        assert refused.value.headers["Retry-After"]
+        found = await readers.read(data, numbers, 100, MAX_PIXELS)
+        assert found is not None and sorted(found) == numbers
+        assert victim not in readers._pool._processes
+
+    asyncio.run(scenario())
