@@ -27,7 +27,7 @@ from serve_app.calls import answer
 from serve_app.kernel.documents import Document, Page, parse_pages
 from serve_app.kernel.engines import OcrEngines
 from serve_app.kernel.errors import Unavailable
-from serve_app.kernel.pages import Line, OcrPage, SegmentPage, page_text
+from serve_app.kernel.pages import OcrPage, SegmentPage, page_text
 from serve_app.kernel.settings import Settings
 from serve_app.schemas import OcrOptions, PageOptions
 from serve_app.text_layers import TextLayerReaders
@@ -106,10 +106,9 @@ class Pipeline:
             base = {"page": page.number, "width": page.width, "height": page.height,
                     "dpi": page.dpi}
             if page.text_lines is not None:
-                lines = [Line(text=ln.text, bbox=ln.bbox, polygon=ln.polygon,
-                              confidence=ln.confidence) for ln in page.text_lines]
-                return OcrPage(**base, source="text-layer", engine="text-layer", lines=lines,
-                               text=page_text(lines), timing_ms=0.0)
+                return OcrPage(**base, source="text-layer", engine="text-layer",
+                               lines=page.text_lines, text=page_text(page.text_lines),
+                               timing_ms=0.0)
             page_options = {**engine_options, "dpi": page.dpi}
             if segmentation is not None:
                 found = await answer(segmentation.segment.remote(page.image), deadline,

@@ -22,6 +22,7 @@ from serve_app.kernel.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from serve_app.kernel.pages import Line
 
 # Magic bytes decide the type; a client's filename or content type never does.
 _IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -107,16 +108,6 @@ def parse_pages(spec: str | None, page_count: int, max_pages: int) -> Selection:
     return Selection(pages, missing)
 
 
-@dataclass(frozen=True)
-class TextLine:
-    """A line of text with its geometry in page pixels."""
-
-    text: str
-    bbox: tuple[float, float, float, float]
-    confidence: float
-    polygon: list[tuple[float, float]] | None = None
-
-
 @dataclass
 class Page:
     """One selected page: either its text layer or its pixels (for a model)."""
@@ -125,7 +116,7 @@ class Page:
     width: int
     height: int
     dpi: int
-    text_lines: list[TextLine] | None = None
+    text_lines: list[Line] | None = None
     image: np.ndarray | None = field(default=None, repr=False)
     # "original": the file's own pixels (an image, or a PDF page's embedded scan);
     # "rendered": a PDF page drawn at the request's dpi.
@@ -197,7 +188,7 @@ class Document:
         page = self._doc[number - 1]
         scale = dpi / 72.0
         lines = _text_layer(page, scale)
-        if sum(len(line.text.replace(" ", "")) for line in lines) < BORN_DIGITAL_MIN_CHARS:
+        if sum(len(line["text"].replace(" ", "")) for line in lines) < BORN_DIGITAL_MIN_CHARS:
             return None
         width, height = round(page.rect.width * scale), round(page.rect.height * scale)
         return Page(number, width, height, dpi, text_lines=lines)
@@ -266,15 +257,18 @@ def text_pages(data: bytes, numbers: list[int], dpi: int, max_page_pixels: int
         return [doc.text_page(number, dpi) for number in numbers]
 
 
-def _text_layer(page: pymupdf.Page, scale: float) -> list[TextLine]:
-    lines: list[TextLine] = []
+def _text_layer(page: pymupdf.Page, scale: float) -> list[Line]:
+    """The page's text lines in reading order, in page pixels at `scale` (plain dicts:
+    they cross from the text-layer processes by pickle, and out as JSON, as they are)."""
+    lines: list[Line] = []
     for block in page.get_text("dict", sort=True)["blocks"]:
-        for line in block.get("lines", []):
+        for line in block.get("lines", ()):
             text = "".join(span["text"] for span in line["spans"]).strip()
-            if not text:
-                continue
-            x0, y0, x1, y1 = (round(v * scale, 1) for v in line["bbox"])
-            lines.append(TextLine(text=text, bbox=(x0, y0, x1, y1), confidence=1.0))
+            if text:
+                x0, y0, x1, y1 = line["bbox"]
+                lines.append({"text": text, "bbox": (round(x0 * scale, 1), round(y0 * scale, 1),
+                                                     round(x1 * scale, 1), round(y1 * scale, 1)),
+                              "confidence": 1.0})
     return lines
 
 

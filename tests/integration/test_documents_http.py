@@ -31,6 +31,7 @@ def test_born_digital_pdf_comes_from_the_text_layer(client: httpx.Client, upload
     [page] = body["pages"]
     assert page["page"] == 2 and page["source"] == "text-layer"
     assert [line["text"] for line in page["lines"]] == LINES
+    assert "polygon" not in page["lines"][0]  # fields without a value are left out
     assert body["text"] == "\n".join(LINES)
 
 

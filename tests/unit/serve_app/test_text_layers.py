@@ -51,7 +51,7 @@ def test_the_processes_return_the_born_digital_pages_as_the_render_thread_reads_
     with Document(data, MAX_PIXELS) as doc:
         for number, page in found.items():
             assert page == doc.page(number, 100)
-    assert found[12].text_lines[0].text == "page 12"
+    assert found[12].text_lines[0]["text"] == "page 12"
 
 
 def test_a_dead_process_answers_503_and_the_next_document_gets_new_processes(

@@ -26,8 +26,8 @@ def test_born_digital_page_comes_from_its_text_layer() -> None:
     with Document(text_pdf(), 10**8) as doc:
         page = doc.page(1, dpi=144)
     assert page.image is None and page.text_lines is not None
-    assert next(line.text for line in page.text_lines) == "INVOICE NUMBER 4711"
-    x0, y0, x1, y1 = page.text_lines[0].bbox
+    assert next(line["text"] for line in page.text_lines) == "INVOICE NUMBER 4711"
+    x0, y0, x1, y1 = page.text_lines[0]["bbox"]
     assert 0 < x0 < x1 <= page.width and 0 < y0 < y1 <= page.height  # page pixels at 144 dpi
 
 
