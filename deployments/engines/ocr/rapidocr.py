@@ -1,9 +1,19 @@
 """rapidocr: PP-OCR detection and recognition through onnxruntime; the weights ship
-inside its wheel, so it works offline out of the box."""
+inside its wheel, so it works offline out of the box.
+
+On the CPU each page runs on one core, and as many pages at once as the replica has
+cores. onnxruntime's default splits one page over every core, whose threads wait for the
+slowest at every operator: on 2 cores beside Ray's own processes, a page at a time read
+0.8 of rapidocr alone in a quiet process; a page per core reads faster than rapidocr
+alone (docs/benchmarks.md). A single page on its own takes longer so; a document's pages
+are in flight together (OCR_PAGES_IN_FLIGHT). The catalog's options can set
+`EngineConfig.onnxruntime.intra_op_num_threads` back.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +32,7 @@ class RapidOcrEngine:
 
     def __init__(self, spec: ModelSpec, settings: Settings, device: str):
         self.spec = spec
+        self._pages_at_once = asyncio.Semaphore(len(os.sched_getaffinity(0)))
         self.move(device)
 
     def move(self, device: str) -> None:
@@ -29,12 +40,14 @@ class RapidOcrEngine:
         from rapidocr import RapidOCR
 
         params: dict[str, Any] = {"Global.log_level": "warning",
-                                  "EngineConfig.onnxruntime.use_cuda": device == "cuda"}
+                                  "EngineConfig.onnxruntime.use_cuda": device == "cuda",
+                                  "EngineConfig.onnxruntime.intra_op_num_threads": 1}
         params.update(self.spec.options)
         self._ocr = RapidOCR(params=params)
 
     async def recognize(self, image: np.ndarray, options: dict[str, Any]) -> list[Line]:
-        return await asyncio.to_thread(self._recognize, image)
+        async with self._pages_at_once:
+            return await asyncio.to_thread(self._recognize, image)
 
     def _recognize(self, image: np.ndarray) -> list[Line]:
         result = self._ocr(image)
