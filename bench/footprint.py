@@ -40,9 +40,11 @@ def label(process: object) -> str:
         title = first.split()[0].removeprefix("ray::")
         return title.replace("ServeReplica:bench:", "replica ")
     program = Path(first).name
-    if any("multiprocessing" in part for part in command) and process.parent():
-        # A replica's own worker processes (the ingress's text-layer readers).
-        return f"{label(process.parent())}: its processes"
+    parent = process.parent()
+    if any("multiprocessing" in part for part in command) and parent and (
+            parent.cmdline()[:1] or [""])[0].startswith("ray::"):
+        # A replica's own processes (the ingress's text-layer readers).
+        return f"{label(parent)}: its processes"
     if program.startswith("python"):  # dashboard, agents, log monitor: their script
         scripts = [Path(part).stem for part in command[1:] if part.endswith(".py")]
         return scripts[0] if scripts else program

@@ -16,11 +16,14 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
+import sys
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 
 from serve_app.calls import RETRY_AFTER_S
-from serve_app.kernel.documents import Page, text_pages
+from serve_app.kernel.documents import Page, blank_pdf, text_pages
 from serve_app.kernel.errors import Overloaded
 
 logger = logging.getLogger("ocr_graph.text_layers")
@@ -39,8 +42,20 @@ def runs(numbers: list[int], processes: int) -> list[list[int]]:
     return [numbers[start:end] for start, end in itertools.pairwise(bounds)]
 
 
-def _ready() -> None:
-    """Runs once in each new process: it has imported PyMuPDF by the time this returns."""
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """A spawned process first re-imports its parent's __main__ module: in a Ray worker
+    that is Ray's worker script, all of Ray, 200 MB in every reader. Hidden while the
+    processes spawn, they import only what reading a text layer needs."""
+    main = sys.modules["__main__"]
+    saved = main.__dict__.pop("__file__", None), main.__dict__.get("__spec__")
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__spec__ = saved[1]
+        if saved[0] is not None:
+            main.__file__ = saved[0]
 
 
 class TextLayerReaders:
@@ -56,8 +71,12 @@ class TextLayerReaders:
         if self.processes >= 2 and self._pool is None:
             self._pool = ProcessPoolExecutor(self.processes,
                                              mp_context=multiprocessing.get_context("spawn"))
-            for _ in range(self.processes):
-                self._pool.submit(_ready)
+            # Each submit spawns a process until all run; each reads a blank page, so the
+            # first document finds PyMuPDF imported. What they run must come from the
+            # kernel: a function of this module would make them import Ray.
+            with _main_module_hidden():
+                for _ in range(self.processes):
+                    self._pool.submit(text_pages, blank_pdf(), [1], 72, 1)
 
     async def read(self, data: bytes, numbers: list[int], dpi: int, max_page_pixels: int
                    ) -> dict[int, Page] | None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,7 @@ from serve_app.text_layers import MIN_PAGES_PER_RUN, TextLayerReaders, runs
 from tests.fixtures.documents import mixed_pdf
 
 MAX_PIXELS = 60_000_000
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_a_long_selection_is_split_into_one_contiguous_run_per_process() -> None:
@@ -73,3 +77,32 @@ def test_a_dead_process_answers_503_and_the_next_document_gets_new_processes(
         assert victim not in readers._pool._processes
 
     asyncio.run(scenario())
+
+
+READERS_OF_A_RAY_WORKER = """
+import ray  # what a Ray worker's __main__ has imported when the ingress starts its readers
+from serve_app.text_layers import TextLayerReaders
+
+readers = TextLayerReaders(processes=2)
+readers.start()
+readers._pool.submit(int).result()
+for pid in readers._pool._processes:
+    with open(f"/proc/{pid}/maps") as maps:
+        mapped = maps.read()
+    print(pid, [name for name in ("_raylet", "onnxruntime") if name in mapped])
+readers.close()
+"""
+
+
+def test_the_readers_load_what_reading_needs_not_ray_nor_onnxruntime(tmp_path: Path
+                                                                       ) -> None:
+    # A spawned process re-imports its parent's __main__ script: in a Ray worker that is
+    # all of Ray, 200 MB in every reader. PyMuPDF 2 would load its layout analysis's
+    # onnxruntime, which we never call.
+    script = tmp_path / "worker_main.py"
+    script.write_text(READERS_OF_A_RAY_WORKER)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    answers = [line.split(maxsplit=1)[1] for line in done.stdout.splitlines()]
+    assert answers == ["[]", "[]"], done.stdout
