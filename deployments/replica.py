@@ -276,9 +276,6 @@ class ModelReplica:
     def start(self, spec: ModelSpec, settings: Settings, residency: DeploymentHandle | None,
               make_engine: Callable[[str], Any]) -> None:
         self.spec = spec
-        # Model compute yields the CPU to the ingress and proxy, which must keep answering
-        # (503s within a second, health checks) while every core is busy with models.
-        os.nice(settings.model_niceness)
         share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
         placement = "gpu" if share else "cpu"
         holds_weights = spec.footprint_mb > 0
@@ -287,6 +284,10 @@ class ModelReplica:
         self.device = torch_device(placement) if holds_weights else "cpu"
         ensure_present(spec, settings)  # where the catalog allows it: pulled, else says how
         self.engine = make_engine(self.device)
+        # Model compute yields the CPU to the ingress and proxy, which must keep answering
+        # (503s within a second, health checks) while every core is busy with models. Not
+        # before the engine is built: a cold start waits for the slowest model to load.
+        os.nice(settings.model_niceness)
         follows = residency if holds_weights and share else None
         simulated = settings.vram_fake_total_mb is not None
         self.follower = PlacementFollower(
