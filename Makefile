@@ -39,15 +39,7 @@ integration: setup
 
 # Every benchmark, each writing its section of docs/benchmarks.md.
 bench: setup
-	$(PY) bench/embed_throughput.py
-	$(PY) bench/embed_peer.py
-	$(PY) bench/overload.py
-	$(PY) bench/pages_throughput.py
-	$(PY) bench/footprint.py
-	$(PY) bench/llm_concurrency.py
-	$(PY) bench/llm_keep_alive.py
-	$(PY) bench/ocr_quality.py
-	$(PY) bench/residency_sim.py
+	$(PY) bench/all.py
 
 # Mixed load for SOAK_MINUTES (default 10): errors, latency and replica memory over time,
 # written to docs/soak.md.
