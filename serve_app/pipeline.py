@@ -159,15 +159,16 @@ class Pipeline:
                 renderer.shutdown(wait=False)
                 raise
             try:
-                return await self._read_pages(doc, data, renderer, options, force_ocr, read)
+                return await self._read_pages(doc, data, charge, renderer, options, force_ocr,
+                                              read)
             finally:
                 # Queued behind a render that may still run (a cancelled request does not
                 # stop a thread), on the document's own thread: never closed under a render.
                 renderer.submit(doc.close)
                 renderer.shutdown(wait=False)
 
-    async def _read_pages(self, doc: Document, data: bytes, renderer: ThreadPoolExecutor,
-                          options: PageOptions, force_ocr: bool,
+    async def _read_pages(self, doc: Document, data: bytes, charge: Charge,
+                          renderer: ThreadPoolExecutor, options: PageOptions, force_ocr: bool,
                           read: Callable[[Page], Awaitable[Result]]) -> PagesRead[Result]:
         loop = asyncio.get_running_loop()
         page_count = doc.page_count
@@ -178,7 +179,7 @@ class Pipeline:
         text_pages: dict[int, Page] | None = None
         if not force_ocr and doc.kind == "pdf":
             text_pages = await self.text_layers.read(data, numbers, options.dpi,
-                                                     self.settings.max_page_pixels)
+                                                     self.settings.max_page_pixels, charge)
         render_only = force_ocr or text_pages is not None
 
         async def one(number: int) -> Result:

@@ -7,7 +7,9 @@ process; each process opens its own copy of the document (a PyMuPDF document is 
 shared between threads, let alone processes) and sends back its born-digital pages,
 finished. Pages without a text layer are left to the ingress's render thread. Documents
 too short to give every process MIN_PAGES_PER_RUN pages stay on that thread altogether:
-for them the trip to a process costs more than it saves.
+for them the trip to a process costs more than it saves. So do documents whose copies
+would not fit the ingress's byte budget (OCR_MAX_BYTES_IN_FLIGHT): the copies are
+memory like the document itself.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
+from serve_app.budget import Charge
 from serve_app.calls import RETRY_AFTER_S
 from serve_app.kernel.documents import Page, blank_pdf, text_pages
 from serve_app.kernel.errors import Overloaded
@@ -78,13 +81,17 @@ class TextLayerReaders:
                 for _ in range(self.processes):
                     self._pool.submit(text_pages, blank_pdf(), [1], 72, 1)
 
-    async def read(self, data: bytes, numbers: list[int], dpi: int, max_page_pixels: int
-                   ) -> dict[int, Page] | None:
+    async def read(self, data: bytes, numbers: list[int], dpi: int, max_page_pixels: int,
+                   charge: Charge) -> dict[int, Page] | None:
         """The born-digital pages among `numbers`, by number (the others have no text
-        layer); None for a document too short to split, whose text layers are read on the
-        ingress's render thread."""
+        layer); None for a document too short to split, or whose copies do not fit the
+        request's byte budget (`charge`): the ingress's render thread reads those."""
         split = runs(numbers, self.processes)
         if not split:
+            return None
+        try:  # each process holds a copy of the document while it reads
+            charge(len(data) * len(split))
+        except Overloaded:
             return None
         self.start()
         pool = self._pool

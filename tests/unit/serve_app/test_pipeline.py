@@ -173,17 +173,23 @@ class Recognizer:
         self.recognize = self._Method(self)
 
 
-@pytest.mark.parametrize("processes", [0, 2])
+@pytest.mark.parametrize(("processes", "room_for_copies", "readers_used"),
+                         [(0, True, False), (2, True, True), (2, False, False)])
 def test_a_long_mixed_pdf_reads_text_pages_from_their_layer_and_sends_only_scans_to_ocr(
-        clean_env: pytest.MonkeyPatch, processes: int) -> None:
+        clean_env: pytest.MonkeyPatch, processes: int, room_for_copies: bool,
+        readers_used: bool) -> None:
     recognizer = Recognizer()
+    data = mixed_pdf(40, scanned={3, 38})
     backwards = ",".join(str(number) for number in range(40, 0, -1))
-    built = Pipeline(Settings(OCR_SIDECAR_API_KEY="k", OCR_TEXT_LAYER_PROCESSES=processes),
+    # Without room for the readers' two copies, the render thread reads the text layers.
+    budget = 3 * len(data) if room_for_copies else 2 * len(data)
+    built = Pipeline(Settings(OCR_SIDECAR_API_KEY="k", OCR_TEXT_LAYER_PROCESSES=processes,
+                              OCR_MAX_BYTES_IN_FLIGHT=budget),
                      Handles(ocr=recognizer),  # type: ignore[arg-type]
                      OcrEngines(("rapidocr",)))
     try:
-        read = asyncio.run(built.ocr(loader(mixed_pdf(40, scanned={3, 38})),
-                                     OcrOptions(dpi=50, pages=backwards)))
+        read = asyncio.run(built.ocr(loader(data), OcrOptions(dpi=50, pages=backwards)))
+        assert (built.text_layers._pool is not None) == readers_used
     finally:
         built.text_layers.close()
     assert [page["page"] for page in read.pages] == list(range(40, 0, -1))

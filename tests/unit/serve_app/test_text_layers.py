@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from serve_app.budget import document_bytes
 from serve_app.kernel.documents import Document
 from serve_app.kernel.errors import Overloaded
 from serve_app.text_layers import MIN_PAGES_PER_RUN, TextLayerReaders, runs
 from tests.fixtures.documents import mixed_pdf
 
 MAX_PIXELS = 60_000_000
+
+
+def unlimited(size: int) -> None:
+    """A byte budget with room for anything."""
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -34,8 +39,22 @@ def test_a_selection_too_short_for_two_runs_stays_on_the_render_thread() -> None
     assert len(runs(list(range(1, 2 * MIN_PAGES_PER_RUN + 1)), processes=4)) == 2
     assert runs(list(range(1, 200)), processes=1) == []
     pool = TextLayerReaders(processes=2)
-    assert asyncio.run(pool.read(mixed_pdf(3, set()), [1, 2, 3], 100, MAX_PIXELS)) is None
+    short = mixed_pdf(3, set())
+    assert asyncio.run(pool.read(short, [1, 2, 3], 100, MAX_PIXELS, unlimited)) is None
     assert pool._pool is None  # no process started for it
+
+
+def test_a_document_whose_copies_do_not_fit_the_byte_budget_stays_on_the_render_thread(
+        ) -> None:
+    data = mixed_pdf(2 * MIN_PAGES_PER_RUN, scanned=set())
+    budget = document_bytes(3 * len(data) - 1)  # the document and one copy, not two
+    readers = TextLayerReaders(processes=2)
+    with budget.hold() as charge:
+        charge(len(data))
+        found = asyncio.run(readers.read(data, list(range(1, 2 * MIN_PAGES_PER_RUN + 1)), 100,
+                                         MAX_PIXELS, charge))
+        assert budget.held == len(data)
+    assert found is None and readers._pool is None
 
 
 @pytest.fixture
@@ -49,7 +68,7 @@ def test_the_processes_return_the_born_digital_pages_as_the_render_thread_reads_
         readers: TextLayerReaders) -> None:
     data = mixed_pdf(40, scanned={7, 33})
     numbers = list(range(40, 0, -1))
-    found = asyncio.run(readers.read(data, numbers, 100, MAX_PIXELS))
+    found = asyncio.run(readers.read(data, numbers, 100, MAX_PIXELS, unlimited))
     assert found is not None
     assert sorted(found) == [n for n in range(1, 41) if n not in (7, 33)]
     with Document(data, MAX_PIXELS) as doc:
@@ -64,15 +83,15 @@ def test_a_dead_process_answers_503_and_the_next_document_gets_new_processes(
     numbers = list(range(1, 2 * MIN_PAGES_PER_RUN + 1))
 
     async def scenario() -> None:
-        assert await readers.read(data, numbers, 100, MAX_PIXELS)
+        assert await readers.read(data, numbers, 100, MAX_PIXELS, unlimited)
         assert readers._pool is not None
         victim = next(iter(readers._pool._processes))
         os.kill(victim, signal.SIGKILL)
         readers._pool._processes[victim].join(30)  # dead before the next document comes
         with pytest.raises(Overloaded) as refused:
-            await readers.read(data, numbers, 100, MAX_PIXELS)
+            await readers.read(data, numbers, 100, MAX_PIXELS, unlimited)
         assert refused.value.headers["Retry-After"]
-        found = await readers.read(data, numbers, 100, MAX_PIXELS)
+        found = await readers.read(data, numbers, 100, MAX_PIXELS, unlimited)
         assert found is not None and sorted(found) == numbers
         assert victim not in readers._pool._processes
 
