@@ -85,7 +85,8 @@ class Pipeline:
         self.handles = handles
         self.ocr_engines = ocr_engines
         self.budget = document_bytes(settings.max_bytes_in_flight)
-        self.text_layers = TextLayerReaders(settings.text_layer_processes)
+        self.text_layers = TextLayerReaders(settings.text_layer_processes,
+                                            settings.call_timeout_s)
         self.open_document: Callable[[bytes, int], Document] = Document
 
     async def ocr(self, load: Load, options: OcrOptions

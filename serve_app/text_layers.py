@@ -19,7 +19,7 @@ import itertools
 import logging
 import multiprocessing
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from serve_app.budget import Charge
 from serve_app.calls import RETRY_AFTER_S
 from serve_app.kernel.documents import Page, blank_pdf, text_pages
-from serve_app.kernel.errors import Overloaded
+from serve_app.kernel.errors import Overloaded, UpstreamTimeout
 
 logger = logging.getLogger("ocr_graph.text_layers")
 
@@ -63,10 +63,13 @@ def _main_module_hidden() -> Iterator[None]:
 
 class TextLayerReaders:
     """A pool of `processes` worker processes (spawned: the ingress runs threads, which a
-    fork would copy mid-state), started with the ingress and rebuilt if one dies."""
+    fork would copy mid-state), started with the ingress and rebuilt if one dies or
+    overruns its deadline."""
 
-    def __init__(self, processes: int):
-        self.processes = processes
+    def __init__(self, processes: int, deadline_s: float,
+                 read_pages: Callable[..., list[Page | None]] = text_pages):
+        self.processes, self.deadline_s = processes, deadline_s
+        self.read_pages = read_pages  # what a process runs on its pages: text_pages
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
@@ -98,23 +101,37 @@ class TextLayerReaders:
         assert pool is not None
         loop = asyncio.get_running_loop()
         try:
-            found = await asyncio.gather(*(
-                loop.run_in_executor(pool, text_pages, data, run, dpi, max_page_pixels)
-                for run in split))
+            found = await asyncio.wait_for(asyncio.gather(*(
+                loop.run_in_executor(pool, self.read_pages, data, run, dpi, max_page_pixels)
+                for run in split)), self.deadline_s)
         except BrokenProcessPool:
             # A worker died: the kernel's OOM killer, or a PDF that crashes MuPDF (which
             # would otherwise have taken the ingress with it). The next request gets a new
             # pool; this one may be retried.
             logger.warning("a text-layer process died; starting new ones")
-            if self._pool is pool:
-                self._pool = None
-            pool.shutdown(wait=False, cancel_futures=True)
+            self._discard(pool)
             raise Overloaded("a process reading the PDF's text layer died (out of memory, "
                              "or a PDF that crashes its reader): retry shortly",
                              headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        except TimeoutError:
+            # A PDF that keeps MuPDF busy: unlike the render thread, a process can be
+            # stopped, and the next request gets new ones.
+            logger.warning("text-layer processes overran %g s; stopping them", self.deadline_s)
+            self._discard(pool)
+            raise UpstreamTimeout(
+                f"reading the PDF's text layer took longer than {self.deadline_s:g} s "
+                "(DEPLOYMENT_CALL_TIMEOUT_S)", {"deadline_s": self.deadline_s}) from None
         return {page.number: page for run in found for page in run if page is not None}
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Stop `pool`'s processes, whatever they are doing; the next read starts new ones."""
+        if self._pool is pool:
+            self._pool = None
+        processes = list((pool._processes or {}).values())  # no public handle before 3.14
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            self._discard(self._pool)

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from serve_app.budget import document_bytes
-from serve_app.kernel.documents import Document
-from serve_app.kernel.errors import Overloaded
+from serve_app.kernel.documents import Document, text_pages
+from serve_app.kernel.errors import Overloaded, UpstreamTimeout
 from serve_app.text_layers import MIN_PAGES_PER_RUN, TextLayerReaders, runs
 from tests.fixtures.documents import mixed_pdf
+from tests.fixtures.stuck import never_returns
 
 MAX_PIXELS = 60_000_000
 
@@ -38,7 +39,7 @@ def test_a_selection_too_short_for_two_runs_stays_on_the_render_thread() -> None
     assert runs(list(range(1, 2 * MIN_PAGES_PER_RUN)), processes=4) == []
     assert len(runs(list(range(1, 2 * MIN_PAGES_PER_RUN + 1)), processes=4)) == 2
     assert runs(list(range(1, 200)), processes=1) == []
-    pool = TextLayerReaders(processes=2)
+    pool = TextLayerReaders(processes=2, deadline_s=120)
     short = mixed_pdf(3, set())
     assert asyncio.run(pool.read(short, [1, 2, 3], 100, MAX_PIXELS, unlimited)) is None
     assert pool._pool is None  # no process started for it
@@ -48,7 +49,7 @@ def test_a_document_whose_copies_do_not_fit_the_byte_budget_stays_on_the_render_
         ) -> None:
     data = mixed_pdf(2 * MIN_PAGES_PER_RUN, scanned=set())
     budget = document_bytes(3 * len(data) - 1)  # the document and one copy, not two
-    readers = TextLayerReaders(processes=2)
+    readers = TextLayerReaders(processes=2, deadline_s=120)
     with budget.hold() as charge:
         charge(len(data))
         found = asyncio.run(readers.read(data, list(range(1, 2 * MIN_PAGES_PER_RUN + 1)), 100,
@@ -59,7 +60,7 @@ def test_a_document_whose_copies_do_not_fit_the_byte_budget_stays_on_the_render_
 
 @pytest.fixture
 def readers() -> Iterator[TextLayerReaders]:
-    pool = TextLayerReaders(processes=2)
+    pool = TextLayerReaders(processes=2, deadline_s=120)
     yield pool
     pool.close()
 
@@ -102,7 +103,7 @@ READERS_OF_A_RAY_WORKER = """
 import ray  # what a Ray worker's __main__ has imported when the ingress starts its readers
 from serve_app.text_layers import TextLayerReaders
 
-readers = TextLayerReaders(processes=2)
+readers = TextLayerReaders(processes=2, deadline_s=120)
 readers.start()
 readers._pool.submit(int).result()
 for pid in readers._pool._processes:
@@ -125,3 +126,28 @@ def test_the_readers_load_what_reading_needs_not_ray_nor_onnxruntime(tmp_path: P
     assert done.returncode == 0, done.stderr
     answers = [line.split(maxsplit=1)[1] for line in done.stdout.splitlines()]
     assert answers == ["[]", "[]"], done.stdout
+
+
+def test_readers_past_their_deadline_are_stopped_with_504_and_new_ones_read_on() -> None:
+    readers = TextLayerReaders(processes=2, deadline_s=2, read_pages=never_returns)
+    data = mixed_pdf(2 * MIN_PAGES_PER_RUN, scanned=set())
+    numbers = list(range(1, 2 * MIN_PAGES_PER_RUN + 1))
+
+    async def scenario() -> None:
+        readers.start()
+        assert readers._pool is not None
+        stuck = list(readers._pool._processes.values())
+        with pytest.raises(UpstreamTimeout) as late:
+            await readers.read(data, numbers, 100, MAX_PIXELS, unlimited)
+        assert late.value.status == 504 and late.value.detail == {"deadline_s": 2}
+        for process in stuck:
+            process.join(30)
+            assert process.exitcode == -signal.SIGKILL
+        readers.read_pages = text_pages
+        found = await readers.read(data, numbers, 100, MAX_PIXELS, unlimited)
+        assert found is not None and sorted(found) == numbers
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        readers.close()
