@@ -122,10 +122,17 @@ class ReplicaWatch:
         return found
 
     def rss_mb(self) -> dict[str, float]:
+        """Each replica's RSS, and its own processes' together where it has some (the
+        Ingress's text-layer readers) as "<name> processes"."""
         readings = {}
         for name, pid in self.pids.items():
             try:
-                readings[name] = self.psutil.Process(pid).memory_info().rss / 2**20
+                replica = self.psutil.Process(pid)
+                readings[name] = replica.memory_info().rss / 2**20
+                children = replica.children(recursive=True)
+                if children:
+                    readings[f"{name} processes"] = sum(
+                        child.memory_info().rss for child in children) / 2**20
             except self.psutil.NoSuchProcess:
                 continue
         return readings

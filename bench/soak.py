@@ -5,7 +5,8 @@
 config/local.yaml's graph without tesseract, llm and training (rapidocr OCR, kraken blla,
 MiniLM embeddings, embedding-similarity rerank) under a steady load for `--minutes`:
 6 clients embedding 64 sentences at a time, 2 reranking 32 documents, 1 OCR'ing a scanned
-page with rapidocr, 1 segmenting it, each sending its next request as soon as one returns.
+page with rapidocr, 1 segmenting it, 1 reading a 60-page born-digital PDF (the ingress's
+text-layer processes), each sending its next request as soon as one returns.
 Every minute it records per route the requests, errors and p99 latency, and each
 replica's RSS. Passes when no request failed other than 503 overloaded, no replica
 restarted, and no replica's peak RSS in the second half of the run is more than 10% above
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bench.embed_throughput import sentences  # noqa: E402
 from bench.overload import ReplicaWatch, percentile  # noqa: E402
 from tests.fixtures.cluster import local_default_args, running_app  # noqa: E402
-from tests.fixtures.documents import scanned_pdf  # noqa: E402
+from tests.fixtures.documents import LINES, scanned_pdf, text_pdf  # noqa: E402
 
 REPLICAS = ("Ingress", "OCR", "Segmentation", "Embedding", "Rerank")
 
@@ -57,8 +58,8 @@ class Tally:
             self.failures[(minute, route)][status] += 1
 
 
-async def client(url: str, key: str, route: str, call: dict[str, Any], tally: Tally,
-                 until: float) -> None:
+async def client(url: str, key: str, name: str, route: str, call: dict[str, Any],
+                 tally: Tally, until: float) -> None:
     import httpx
 
     async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key},
@@ -70,7 +71,7 @@ async def client(url: str, key: str, route: str, call: dict[str, Any], tally: Ta
                 status = response.status_code
             except httpx.HTTPError:
                 status = 0
-            tally.add(route, status, time.perf_counter() - sent)
+            tally.add(name, status, time.perf_counter() - sent)
             if status == 503:  # told to retry later: do as a well-behaved client does
                 await asyncio.sleep(float(response.headers.get("retry-after", "1")))
 
@@ -81,12 +82,17 @@ async def load(url: str, key: str, minutes: float, watch: ReplicaWatch
     page = scanned_pdf()
     until = time.perf_counter() + minutes * 60
     tally = Tally(time.perf_counter())
-    calls: list[tuple[str, dict[str, Any]]] = (
-        [("/v1/embed", {"json": {"texts": texts[i * 64:(i + 1) * 64]}}) for i in range(6)]
-        + [("/v1/rerank", {"json": {"query": texts[0], "documents": texts[1:33]}})] * 2
-        + [("/v1/ocr/upload", {"files": {"file": ("scan.pdf", page)},
-                               "data": {"options": '{"engine": "rapidocr"}'}}),
-           ("/v1/segment/upload", {"files": {"file": ("scan.pdf", page)}})])
+    document = text_pdf(LINES * 8, pages=60)
+    calls: list[tuple[str, str, dict[str, Any]]] = (  # (name in the table, route, request)
+        [("/v1/embed", "/v1/embed", {"json": {"texts": texts[i * 64:(i + 1) * 64]}})
+         for i in range(6)]
+        + [("/v1/rerank", "/v1/rerank",
+            {"json": {"query": texts[0], "documents": texts[1:33]}})] * 2
+        + [("/v1/ocr/upload (scan)", "/v1/ocr/upload",
+            {"files": {"file": ("scan.pdf", page)}, "data": {"options": '{"engine": "rapidocr"}'}}),
+           ("/v1/ocr/upload (60-page born-digital)", "/v1/ocr/upload",
+            {"files": {"file": ("document.pdf", document)}}),
+           ("/v1/segment/upload", "/v1/segment/upload", {"files": {"file": ("scan.pdf", page)}})])
     memory: list[dict[str, float]] = []
 
     async def sample() -> None:
@@ -94,8 +100,8 @@ async def load(url: str, key: str, minutes: float, watch: ReplicaWatch
             await asyncio.sleep(60)  # a sampling period, not a synchronisation
             memory.append(watch.rss_mb())
 
-    await asyncio.gather(sample(), *(client(url, key, route, call, tally, until)
-                                     for route, call in calls))
+    await asyncio.gather(sample(), *(client(url, key, name, route, call, tally, until)
+                                     for name, route, call in calls))
     return tally, memory
 
 
@@ -139,7 +145,8 @@ def main() -> int:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {args.minutes:g} minutes on "
         f"{platform.machine()} with its cores shared by the load and the graph. "
         "Load: 6 clients x /v1/embed (64 sentences), 2 x /v1/rerank (32 documents), 1 x "
-        "/v1/ocr/upload (rapidocr, one scanned page), 1 x /v1/segment/upload; each sends "
+        "/v1/ocr/upload (rapidocr, one scanned page), 1 x /v1/ocr/upload (a 60-page "
+        "born-digital PDF), 1 x /v1/segment/upload; each sends "
         "its next request when one returns. Reproduce: `make soak` "
         "(`SOAK_MINUTES=60 make soak` for an hour).\n\n"
         "| minute | " + " | ".join(f"`{route}`" for route in routes)
