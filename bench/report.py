@@ -66,3 +66,36 @@ def line_chart(series: dict[str, list[tuple[float, float]]], target: Path, title
     draw.text((8, top - 24), y_label, fill="black")
     target.parent.mkdir(parents=True, exist_ok=True)
     image.save(target)
+
+
+def bar_chart(bars: dict[str, float], target: Path, title: str, goal: float,
+              labels: dict[str, str] | None = None) -> None:
+    """A PNG of horizontal bars (a ratio each, written beside it, or its label), with a
+    dashed line at `goal`: which rows meet their target shows at a glance; drawn with PIL
+    like line_chart."""
+    from PIL import Image, ImageDraw
+
+    width, left, right, row, top = 900, 300, 40, 34, 40
+    height = top + row * len(bars) + 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    top_x = max([*bars.values(), goal]) * 1.15
+    plot_w = width - left - right
+
+    def x_at(value: float) -> float:
+        return left + value / top_x * plot_w
+
+    for index, (name, value) in enumerate(bars.items()):
+        y = top + index * row
+        color = (44, 160, 44) if value >= goal else (214, 39, 40)
+        draw.rectangle([left, y + 6, x_at(value), y + row - 6], fill=color)
+        draw.text((8, y + 10), name, fill="black")
+        draw.text((x_at(value) + 6, y + 10), (labels or {}).get(name, f"{value:.2f}"),
+                  fill="black")
+    goal_x = x_at(goal)
+    for y in range(top, top + row * len(bars), 8):
+        draw.line([goal_x, y, goal_x, y + 4], fill="black", width=2)
+    draw.text((goal_x - 30, top + row * len(bars) + 8), f"target {goal:g}", fill="black")
+    draw.text((left, 10), title, fill="black")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image.save(target)
