@@ -73,16 +73,27 @@ class TextLayerReaders:
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
-        """Spawn the processes now, so the first long document does not wait for them."""
-        if self.processes >= 2 and self._pool is None:
-            self._pool = ProcessPoolExecutor(self.processes,
-                                             mp_context=multiprocessing.get_context("spawn"))
+        """Spawn the processes now, so the first long document does not wait for them. A
+        host where processes cannot be spawned (no /dev/shm for their locks) reads every
+        text layer on the render thread, and the log says so."""
+        if self.processes < 2 or self._pool is not None:
+            return
+        try:
+            pool = ProcessPoolExecutor(self.processes,
+                                       mp_context=multiprocessing.get_context("spawn"))
             # Each submit spawns a process until all run; each reads a blank page, so the
             # first document finds PyMuPDF imported. What they run must come from the
             # kernel: a function of this module would make them import Ray.
             with _main_module_hidden():
                 for _ in range(self.processes):
-                    self._pool.submit(text_pages, blank_pdf(), [1], 72, 1)
+                    pool.submit(text_pages, blank_pdf(), [1], 72, 1)
+        except OSError as exc:
+            logger.warning("text-layer processes cannot start (%s): long PDFs' text layers "
+                           "are read on one thread; give the container a /dev/shm or set "
+                           "OCR_TEXT_LAYER_PROCESSES=0 to silence this", exc)
+            self.processes = 0
+            return
+        self._pool = pool
 
     async def read(self, data: bytes, numbers: list[int], dpi: int, max_page_pixels: int,
                    charge: Charge) -> dict[int, Page] | None:
@@ -98,7 +109,8 @@ class TextLayerReaders:
             return None
         self.start()
         pool = self._pool
-        assert pool is not None
+        if pool is None:  # processes cannot start on this host
+            return None
         loop = asyncio.get_running_loop()
         try:
             found = await asyncio.wait_for(asyncio.gather(*(

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from serve_app import text_layers
 from serve_app.budget import document_bytes
 from serve_app.kernel.documents import Document, text_pages
 from serve_app.kernel.errors import Overloaded, UpstreamTimeout
 from serve_app.text_layers import MIN_PAGES_PER_RUN, TextLayerReaders, runs
 from tests.fixtures.documents import mixed_pdf
 from tests.fixtures.stuck import never_returns
+from tests.fixtures.waiting import until
 
 MAX_PIXELS = 60_000_000
 
@@ -56,6 +58,20 @@ def test_a_document_whose_copies_do_not_fit_the_byte_budget_stays_on_the_render_
                                          MAX_PIXELS, charge))
         assert budget.held == len(data)
     assert found is None and readers._pool is None
+
+
+def test_a_host_without_processes_reads_text_layers_on_the_render_thread(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def no_semaphores(*_: object, **__: object) -> None:
+        raise OSError(38, "Function not implemented")  # what SemLock says without /dev/shm
+
+    monkeypatch.setattr(text_layers, "ProcessPoolExecutor", no_semaphores)
+    readers = TextLayerReaders(processes=2, deadline_s=120)
+    data = mixed_pdf(2 * MIN_PAGES_PER_RUN, scanned=set())
+    found = asyncio.run(readers.read(data, list(range(1, 2 * MIN_PAGES_PER_RUN + 1)), 100,
+                                     MAX_PIXELS, unlimited))
+    assert found is None and readers.processes == 0
+    assert "OCR_TEXT_LAYER_PROCESSES=0" in caplog.text
 
 
 @pytest.fixture
@@ -140,9 +156,10 @@ def test_readers_past_their_deadline_are_stopped_with_504_and_new_ones_read_on()
         with pytest.raises(UpstreamTimeout) as late:
             await readers.read(data, numbers, 100, MAX_PIXELS, unlimited)
         assert late.value.status == 504 and late.value.detail == {"deadline_s": 2}
-        for process in stuck:
-            process.join(30)
-            assert process.exitcode == -signal.SIGKILL
+        for process in stuck:  # the pool's own thread may reap it first: ask until told
+            code = await asyncio.to_thread(until, lambda p=process: p.exitcode,
+                                           lambda code: code is not None, 30)
+            assert code == -signal.SIGKILL
         readers.read_pages = text_pages
         found = await readers.read(data, numbers, 100, MAX_PIXELS, unlimited)
         assert found is not None and sorted(found) == numbers
