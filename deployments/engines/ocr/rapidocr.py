@@ -1,8 +1,8 @@
 """rapidocr: PP-OCR detection and recognition through onnxruntime; the weights ship
 inside its wheel, so it works offline out of the box.
 
-On the CPU each page runs on one core, and as many pages at once as the replica has
-cores. onnxruntime's default splits one page over every core, whose threads wait for the
+On the CPU each page runs on one core, and as many pages at once as the replica may use
+cores (`usable_cores`). onnxruntime's default splits one page over every core, whose threads wait for the
 slowest at every operator: on 2 cores beside Ray's own processes, a page at a time read
 0.8 of rapidocr alone in a quiet process; a page per core reads faster than rapidocr
 alone (docs/benchmarks.md). A single page on its own takes longer so; a document's pages
@@ -13,7 +13,9 @@ are in flight together (OCR_PAGES_IN_FLIGHT). The catalog's options can set
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +24,22 @@ from deployments.models import ModelSpec
 from serve_app.kernel.geometry import bbox_of, confidence
 from serve_app.kernel.pages import Line
 from serve_app.kernel.settings import Settings
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """Cores this process may use: its CPU affinity, within its container's CPU quota
+    (cgroup v2 `cpu.max`), which affinity does not show: a pod limited to 2 CPUs on a
+    64-core node must not read 64 pages at once."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 here, or a format we do not know
+        pass
+    return cores
 
 
 class RapidOcrEngine:
@@ -32,7 +50,7 @@ class RapidOcrEngine:
 
     def __init__(self, spec: ModelSpec, settings: Settings, device: str):
         self.spec = spec
-        self._pages_at_once = asyncio.Semaphore(len(os.sched_getaffinity(0)))
+        self._pages_at_once = asyncio.Semaphore(usable_cores())
         self.move(device)
 
     def move(self, device: str) -> None:

@@ -7,12 +7,13 @@ import asyncio
 import io
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from deployments.engines.ocr.rapidocr import RapidOcrEngine
+from deployments.engines.ocr.rapidocr import RapidOcrEngine, usable_cores
 from deployments.models import load_catalog
 from serve_app.kernel.settings import Settings
 from tests.fixtures.documents import scan_png
@@ -33,7 +34,7 @@ def test_a_scan_is_read_into_lines_in_reading_order(engine: RapidOcrEngine) -> N
 
 def test_no_more_pages_run_at_once_than_the_replica_has_cores(
         engine: RapidOcrEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     running = 0
     lock, release = threading.Lock(), threading.Event()
 
@@ -58,3 +59,14 @@ def test_no_more_pages_run_at_once_than_the_replica_has_cores(
         assert (at_once, queued) == (cores, 2 * cores)
 
     asyncio.run(many())
+
+
+@pytest.mark.parametrize(("cpu_max", "expected"), [
+    ("100000 100000\n", 1), ("50000 100000\n", 1), ("max 100000\n", None), (None, None)])
+def test_a_containers_cpu_quota_bounds_the_pages_read_at_once(
+        tmp_path: Path, cpu_max: str | None, expected: int | None) -> None:
+    quota = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        quota.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cores(quota) == (expected if expected is not None else affinity)
