@@ -2,12 +2,12 @@
 inside its wheel, so it works offline out of the box.
 
 On the CPU each page runs on one core, and as many pages at once as the replica may use
-cores (`usable_cores`). onnxruntime's default splits one page over every core, whose threads wait for the
-slowest at every operator: on 2 cores beside Ray's own processes, a page at a time read
-0.8 of rapidocr alone in a quiet process; a page per core reads faster than rapidocr
-alone (docs/benchmarks.md). A single page on its own takes longer so; a document's pages
-are in flight together (OCR_PAGES_IN_FLIGHT). The catalog's options can set
-`EngineConfig.onnxruntime.intra_op_num_threads` back.
+cores (`usable_cores`). onnxruntime's default splits one page over every core, whose
+threads wait for the slowest at every operator: on 2 cores beside Ray's own processes, a
+page at a time read 0.8 of rapidocr alone in a quiet process; a page per core reads
+faster than rapidocr alone (docs/benchmarks.md). A single page on its own takes longer
+so; a document's pages are in flight together (OCR_PAGES_IN_FLIGHT). The catalog's
+options can set `EngineConfig.onnxruntime.intra_op_num_threads` back.
 """
 
 from __future__ import annotations
