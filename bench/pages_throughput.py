@@ -26,7 +26,6 @@ import argparse
 import io
 import json
 import multiprocessing
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.overload import ReplicaWatch  # noqa: E402
 from bench.report import bar_chart, write_report  # noqa: E402
+from deployments.engines.ocr.rapidocr import usable_cores  # noqa: E402
 from tests.fixtures.cluster import local_default_args, running_app  # noqa: E402
 from tests.fixtures.documents import LINES, scan_png, text_pdf  # noqa: E402
 
@@ -84,7 +84,7 @@ def direct_digital(pdf: bytes, pages: int) -> dict[str, float]:
     """Seconds for PyMuPDF to extract every page (mean of DIGITAL_RUNS, after one more),
     the two ways a user would call it: in one process, and split between one process
     per core (PyMuPDF holds the GIL, so threads would not help)."""
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     bounds = [pages * index // cores for index in range(cores + 1)]
 
     def mean(once: Any) -> float:
@@ -118,7 +118,7 @@ def direct_rapidocr(images: list[bytes]) -> dict[str, float]:
     for array in arrays:
         engine(array)
     one = time.perf_counter() - started
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     engines = [RapidOCR(params={**quiet, "EngineConfig.onnxruntime.intra_op_num_threads": 1})
                for _ in range(cores)]
     for each in engines:

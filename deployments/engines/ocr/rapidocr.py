@@ -35,11 +35,10 @@ def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     cores = len(os.sched_getaffinity(0))
     try:
         quota, period = cpu_max.read_text().split()
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+        limit = None if quota == "max" else math.ceil(int(quota) / int(period))
     except (OSError, ValueError):  # no cgroup v2 here, or a format we do not know
-        pass
-    return cores
+        limit = None
+    return cores if limit is None else min(cores, max(1, limit))
 
 
 class RapidOcrEngine:
