@@ -23,8 +23,10 @@ find "$staging_dir" -mindepth 1 -maxdepth 1 -mtime +0 ! -name '*.pull-lock' -exe
 if [ "$#" -gt 0 ]; then  # `docker run IMAGE ocr-graph models list` and the like
   exec "$@"
 fi
-# Serve's proxy installs the front door (admission, one error body) from this variable,
-# read when Ray starts it: it must be in Ray's environment, not only the app's.
+# Read when Ray starts, so they must be in Ray's environment, not only the app's (ADR 008):
+# HAProxy in front of the Ingress replicas, and the front door (admission, one error body)
+# in Serve's Python proxy, HAProxy's fallback.
+export RAY_SERVE_ENABLE_HA_PROXY="${RAY_SERVE_ENABLE_HA_PROXY:-1}"
 export RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH="${RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH:-serve_app.front_door:middlewares}"
 ray start --head --temp-dir="$ray_dir" --dashboard-host=0.0.0.0 --disable-usage-stats
 RAY_ADDRESS=auto exec ocr-graph serve "${SERVE_CONFIG:-serve_config.yaml}"

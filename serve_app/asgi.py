@@ -1,5 +1,5 @@
-"""The FastAPI application of one Ingress replica: OpenAPI, the request guard, the API key,
-error handlers and the routes the Ingress declares with `@route`.
+"""The FastAPI application of one Ingress replica: OpenAPI, the front door, the request
+guard, the API key, error handlers and the routes the Ingress declares with `@route`.
 
 Serve builds it per replica (`__serve_build_asgi_app__`) from that replica's settings,
 so the body limit and the key are passed in, never looked up in global state.
@@ -17,6 +17,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.responses import JSONResponse
 
 from serve_app import __version__, error_handlers
+from serve_app.front_door import FrontDoor, front_max_requests
 from serve_app.kernel.errors import PayloadTooLarge, error_body
 from serve_app.kernel.settings import Settings
 from serve_app.security import check_api_key
@@ -116,6 +117,8 @@ def build_http_app(routes: object, settings: Settings) -> FastAPI:
     app.add_middleware(RequestGuard,  # type: ignore[arg-type]
                        max_body_bytes=settings.max_upload_bytes + MULTIPART_ALLOWANCE,
                        per_path={"/v1/train": training, "/v1/segtrain": training})
+    # Outermost: HAProxy hands requests straight to this app, so admission happens here.
+    app.add_middleware(FrontDoor, max_requests=front_max_requests())  # type: ignore[arg-type]
     error_handlers.install(app)
     auth = [Depends(api_key_dependency(expected_api_key(settings)))]
     seen: set[str] = set()

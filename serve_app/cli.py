@@ -30,7 +30,7 @@ import httpx
 import yaml
 from tqdm import tqdm
 
-from serve_app.front_door import CALLBACK, CALLBACK_ENV
+from serve_app.front_door import NODE_ENV
 from serve_app.kernel.settings import Settings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "local.yaml"
@@ -62,8 +62,8 @@ def api_key(settings: Settings, create: bool) -> str | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings()
-    # The proxy's front door (admission, one error body) is read from Ray's environment.
-    env = {CALLBACK_ENV: CALLBACK, **os.environ}
+    # HAProxy in front and the proxy's front door are read from Ray's environment.
+    env = {**NODE_ENV, **os.environ}
     if settings.auth_mode == "api-key":
         key = api_key(settings, create=True)
         assert key is not None

@@ -1,24 +1,28 @@
-"""The front door: admission and the one error body, in Serve's HTTP proxy.
+"""The front door: admission and the one error body, in front of the Ingress's routes.
 
 Serve's proxy puts every request it cannot hand to the Ingress at once into an unbounded
 queue; under a burst of hundreds, a refusal the Ingress could give in milliseconds waits
 tens of seconds for its turn (bench/overload.py). Serve's own bound (`max_queued_requests`
 on the Ingress) counts a request as queued while it is being routed, so it refuses parts of
-a burst even when the Ingress is idle. This ASGI middleware runs in the proxy, in front of
-Serve's routing, and keeps an exact count instead: at most `FRONT_MAX_REQUESTS` requests per
-proxy are in flight (an Ingress replica takes as many and room for health probes,
-`INGRESS_MAX_ONGOING`); the next one gets 503 with Retry-After at once, before Serve routes
-it. Health probes are never refused.
+a burst even when the Ingress is idle. This ASGI middleware keeps an exact count instead:
+at most `OCR_FRONT_MAX_REQUESTS` requests are in flight; the next one gets 503 with
+Retry-After at once. Health probes are never refused.
 
-It also gives the proxy's own plain-text answers (a request timeout, 408; an unavailable
-application, 503) the one error body with the request id. The ingress's answers are JSON
-and pass untouched, as do Serve's `/-/` endpoints.
+It runs in two places (ADR 008). HAProxy (`RAY_SERVE_ENABLE_HA_PROXY`) hands requests
+straight to the Ingress replicas' own HTTP servers, so the middleware wraps the Ingress's
+app (serve_app/asgi.py), which takes every request HAProxy passes (`INGRESS_MAX_ONGOING`)
+and lets this count decide. Serve's Python proxy stays as HAProxy's fallback and is the
+whole path where HAProxy is off; there the middleware also runs in the proxy, through
+Serve's hook `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` (=`CALLBACK`), and rewrites the
+proxy's own plain-text answers (a request timeout, 408; an unavailable application, 503)
+into the error body with the request id. The ingress's answers are JSON and pass
+untouched, as do Serve's `/-/` endpoints.
 
-Serve installs it through its hook `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` (=`CALLBACK`),
-read by each proxy from its node's environment: `ocr-graph serve`, the container's
-entrypoint and the test clusters set it; `ray start` on a machine of your own needs it
-exported first (docs/operations.md). It imports nothing but the kernel's error body and
-Ray's metrics: it runs in every proxy process.
+Both switches are read from a node's environment when Ray starts (`NODE_ENV`):
+`ocr-graph serve`, the container's entrypoint, KubeRay and the test clusters set them;
+`ray start` on a machine of your own needs them exported first (docs/operations.md). It
+imports nothing but the kernel's error body and Ray's metrics: it runs in every proxy
+process.
 """
 
 from __future__ import annotations
@@ -35,16 +39,20 @@ from serve_app.kernel.errors import error_body
 
 CALLBACK = "serve_app.front_door:middlewares"
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
-# Requests one proxy lets in by default, sized by bench/overload.py: every request let in
-# beyond what the deployments behind can take costs the front ~10 ms to refuse on 2 cores
-# (refusal p99 0.62 s at 192, 0.85 s at 256); at 128 a client holding exactly 128 open met
-# refusals, as a request counts until its answer has left the proxy.
+HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+# What every Ray node's environment needs when Ray starts: HAProxy in front of the Ingress
+# replicas, and the front door in Serve's Python proxy, HAProxy's fallback.
+NODE_ENV = {HA_PROXY_ENV: "1", CALLBACK_ENV: CALLBACK}
+# Requests let in by default, sized by bench/overload.py: every request let in beyond what
+# the deployments behind can take costs the front ~10 ms to refuse on 2 cores (refusal p99
+# 0.62 s at 192, 0.85 s at 256); at 128 a client holding exactly 128 open met refusals, as a
+# request counts until its answer has left.
 FRONT_MAX_REQUESTS = 192
 FRONT_MAX_REQUESTS_ENV = "OCR_FRONT_MAX_REQUESTS"
-# An Ingress replica takes as many, and room for health probes beside them (they are never
-# refused here, and must not wait behind requests in Serve's queue either).
-HEALTH_PROBES = 8
-INGRESS_MAX_ONGOING = FRONT_MAX_REQUESTS + HEALTH_PROBES
+# An Ingress replica takes every request HAProxy hands it (HAProxy's default maxconn) and
+# lets the front door refuse beyond OCR_FRONT_MAX_REQUESTS: requests Serve held back in the
+# replica's own queue would wait there unseen, without bound.
+INGRESS_MAX_ONGOING = 4096
 RETRY_AFTER_S = 2
 HEALTH_PATHS = ("/healthz", "/readyz")
 
@@ -62,8 +70,12 @@ HINTS = {408: "the request took longer than the proxy's request timeout",
 
 def middlewares() -> list[Middleware]:
     """Serve's proxy callback: the middlewares it wraps around its ASGI app."""
-    limit = int(os.environ.get(FRONT_MAX_REQUESTS_ENV, FRONT_MAX_REQUESTS))
-    return [Middleware(FrontDoor, max_requests=limit)]
+    return [Middleware(FrontDoor, max_requests=front_max_requests())]
+
+
+def front_max_requests() -> int:
+    """OCR_FRONT_MAX_REQUESTS from the node's environment, else FRONT_MAX_REQUESTS."""
+    return int(os.environ.get(FRONT_MAX_REQUESTS_ENV, FRONT_MAX_REQUESTS))
 
 
 class FrontDoor:
@@ -94,11 +106,11 @@ class FrontDoor:
 
 
 def _refusal_counter() -> Any:
-    """Ray's counter of refusals (exported by the proxy's worker; a no-op outside Ray)."""
+    """Ray's counter of refusals (exported by its Ray worker; a no-op outside Ray)."""
     from ray.util.metrics import Counter
 
-    return Counter("ocr_graph_front_refusals", "Requests the proxy refused at once because "
-                   "OCR_FRONT_MAX_REQUESTS were in flight.")
+    return Counter("ocr_graph_front_refusals", "Requests the front door refused at once "
+                   "because OCR_FRONT_MAX_REQUESTS were in flight.")
 
 
 async def _refuse(scope: Message, send: Send, limit: int) -> None:

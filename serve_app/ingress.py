@@ -48,8 +48,8 @@ from serve_app.security import (
 logger = logging.getLogger("ray.serve")
 
 
-# As many requests as the proxy in front lets in (serve_app/front_door.py), so the proxy
-# never queues one behind another; its unbounded queue was what made refusals slow.
+# Every request HAProxy hands over reaches the front door in the app, which refuses beyond
+# OCR_FRONT_MAX_REQUESTS (serve_app/front_door.py); no request waits unseen in Serve's queue.
 @serve.deployment(name="Ingress", max_ongoing_requests=INGRESS_MAX_ONGOING,
                   health_check_period_s=10)
 @serve.ingress()

@@ -1,7 +1,7 @@
 """Past one machine: two Ray nodes started as an operator would (`ray start --head`, then
 `ray start --address` with resources of its own), the application deployed with `serve
 deploy`, the Embedding placed on the second node, and requests answered through the
-head's HTTP proxy. Each node has one logical GPU, a fake of 24 GB whose LLM share is its
+head's HTTP front (HAProxy). Each node has one logical GPU, a fake of 24 GB whose LLM share is its
 own Ollama's (VRAM_FAKE_OLLAMA_URL in the node's environment): the residency controller
 decides each node's GPU from what is on that node. The nodes are this test's own
 processes: it stops them by PID."""
@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from deployments.residency.monitors import NODE_OLLAMA_ENV
-from serve_app.front_door import CALLBACK, CALLBACK_ENV
-from tests.fixtures.cluster import free_port
+from serve_app.front_door import NODE_ENV
+from tests.fixtures.cluster import free_port, haproxy_env
 from tests.fixtures.fake_ollama import FakeOllama
 from tests.fixtures.waiting import until
 
@@ -70,7 +70,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory, llms: tuple[FakeOllama, 
     gcs, dashboard, http = free_port(), free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OCR_SIDECAR_API_KEY": KEY,
            "DATA_DIR": str(tmp_path_factory.mktemp("data")), "RAY_USAGE_STATS_ENABLED": "0",
-           CALLBACK_ENV: CALLBACK}  # as docs/operations.md tells operators
+           **NODE_ENV, **haproxy_env(temp)}  # NODE_ENV: as docs/operations.md tells operators
     env.pop("RAY_ADDRESS", None)
     try:
         # One logical GPU per node; each node's fake GPU reads its own Ollama's models.

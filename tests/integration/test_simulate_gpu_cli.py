@@ -5,9 +5,11 @@ request sent. Runs the real command in a subprocess with a Ray of its own."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.fixtures.cluster import free_port
+from tests.fixtures.cluster import free_port, haproxy_env
 from tests.fixtures.fake_ollama import FakeOllama
 
 pytestmark = pytest.mark.integration
@@ -38,20 +40,27 @@ def rehearsal(tmp_path: Path) -> Iterator[tuple[httpx.Client, FakeOllama]]:
                      "deployment_options": {name: {"ray_actor_options": {"num_cpus": 0.25}}
                                             for name in ("Embedding", "Ingress",
                                                          "ResidencyController")}}}]}))
+    # Nothing of another cluster's environment (the session's, still running, set HAProxy's
+    # ports and files): HAProxy gets its own, in a short dir (its socket paths are bounded).
+    haproxy = Path(tempfile.mkdtemp(prefix="ocrg-"))
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("OCR_", "RESIDENCY_", "VRAM_", "RAY_ADDRESS"))}
+           if not key.startswith(("OCR_", "RESIDENCY_", "VRAM_", "RAY_ADDRESS",
+                                  "RAY_SERVE_HAPROXY_"))}
     env.update({"OCR_SIDECAR_API_KEY": KEY, "DATA_DIR": str(tmp_path / "data"),
-                "OLLAMA_URL": ollama.url})
+                "OLLAMA_URL": ollama.url, **haproxy_env(haproxy)})
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "ocr-graph"), "serve", "--simulate-gpu", "24000",
          str(config)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
     try:
         assert process.stderr is not None
         for line in process.stderr:  # the command says when it serves
+            said = [*said[-20:], line]
             if "serving on a simulated 24000 MB GPU" in line:
                 break
         else:
-            pytest.fail(f"ocr-graph serve --simulate-gpu exited with {process.wait()}")
+            pytest.fail(f"ocr-graph serve --simulate-gpu exited with {process.wait()}:\n"
+                        + "".join(said))
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": KEY},
                           timeout=60) as client:
             yield client, ollama
@@ -59,6 +68,7 @@ def rehearsal(tmp_path: Path) -> Iterator[tuple[httpx.Client, FakeOllama]]:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=120) == 0
         ollama.stop()
+        shutil.rmtree(haproxy, ignore_errors=True)
 
 
 def _embedding(client: httpx.Client) -> tuple[int, dict[str, Any], dict[str, Any]]:

@@ -22,7 +22,7 @@ import yaml
 from jsonschema import Draft201909Validator
 
 from serve_app.cli import key_file
-from serve_app.front_door import CALLBACK
+from serve_app.front_door import NODE_ENV
 from serve_app.kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,7 +190,8 @@ def run_entrypoint(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedP
     for tool in ("ray", "ocr-graph"):
         stub = bin_dir / tool
         stub.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{tmp_path}/calls"\n'
-                        f'echo "$RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH" >> "{tmp_path}/hook"\n')
+                        "".join(f'echo "{name}=${name}" >> "{tmp_path}/env"\n'
+                                for name in NODE_ENV))
         stub.chmod(0o755)
     return subprocess.run(["bash", str(ENTRYPOINT)], capture_output=True, text=True,
                           env={"PATH": f"{bin_dir}:{os.environ['PATH']}", **env})
@@ -212,8 +213,9 @@ def test_the_entrypoint_cleans_old_staging_then_starts_ray_and_the_app(tmp_path:
     assert calls[0].startswith("ray start --head") and f"--temp-dir={dirs['RAY_TMPDIR']}" in (
         calls[0])
     assert calls[1] == "ocr-graph serve serve_config.yaml"
-    # Ray is started with the proxy's front door in its environment.
-    assert (tmp_path / "hook").read_text().splitlines()[0] == CALLBACK
+    # Ray is started with HAProxy and the proxy's front door in its environment.
+    started_with = (tmp_path / "env").read_text().splitlines()[:len(NODE_ENV)]
+    assert started_with == [f"{name}={value}" for name, value in NODE_ENV.items()]
 
 
 def test_the_entrypoint_refuses_an_unwritable_state_dir_in_one_line(tmp_path: Path) -> None:

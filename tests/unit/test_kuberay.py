@@ -11,7 +11,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from serve_app.app import build_app
-from serve_app.front_door import CALLBACK, CALLBACK_ENV
+from serve_app.front_door import NODE_ENV
 
 ROOT = Path(__file__).resolve().parents[1].parent
 
@@ -63,7 +63,8 @@ def test_the_ingress_and_ocr_autoscale_and_the_gpu_group_asks_for_a_gpu() -> Non
         [main] = spec["containers"]
         [key] = [e for e in main["env"] if e["name"] == "OCR_SIDECAR_API_KEY"]
         assert "secretKeyRef" in key["valueFrom"] and "value" not in key
-        [hook] = [e for e in main["env"] if e["name"] == CALLBACK_ENV]
-        assert hook["value"] == CALLBACK  # every node's proxy gets the front door
+        given = {e["name"]: e.get("value") for e in main["env"]}
+        # every node starts Ray with HAProxy and the proxy's front door
+        assert {name: given.get(name) for name in NODE_ENV} == NODE_ENV
         mounts = {m["mountPath"] for m in main["volumeMounts"]}
         assert {"/models", "/data/state"} <= mounts

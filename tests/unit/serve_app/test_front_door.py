@@ -1,16 +1,19 @@
-"""The front door in Serve's proxy: an exact count of requests in flight, refusals at once
-in the one error body, health probes always let through, and the proxy's own plain-text
-answers rewritten; everything else passes through untouched."""
+"""The front door, in the Ingress's app and in Serve's proxy: an exact count of requests in
+flight, refusals at once in the one error body, health probes always let through, and the
+proxy's own plain-text answers rewritten; everything else passes through untouched."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
+from serve_app.asgi import build_http_app, route
 from serve_app.front_door import FrontDoor, middlewares
+from serve_app.kernel.settings import Settings
 
 SERVE_TIMEOUT = b"Request 7f3a timed out after 30.0s."
 
@@ -119,3 +122,51 @@ def test_serve_gets_a_list_of_starlette_middlewares_with_the_limit_from_the_envi
     monkeypatch.setenv("OCR_FRONT_MAX_REQUESTS", "7")
     [middleware] = validate_http_proxy_callback_return(middlewares())
     assert middleware.cls is FrontDoor and middleware.kwargs == {"max_requests": 7}
+
+
+class Held:
+    """Routes of an Ingress-like object: /v1/slow waits until `gate` opens."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.entered = 0
+
+    @route("GET", "/v1/slow")
+    async def slow(self) -> dict[str, str]:
+        self.entered += 1
+        await self.gate.wait()
+        return {"status": "done"}
+
+    @route("GET", "/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+
+def test_the_ingress_app_refuses_beyond_its_requests_in_flight_and_health_still_answers(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """HAProxy hands requests straight to the Ingress's app, so the app itself admits."""
+    clean_env.setenv("OCR_FRONT_MAX_REQUESTS", "2")
+    routes = Held()
+    app = build_http_app(routes, Settings(OCR_SIDECAR_API_KEY="k" * 32))
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress",
+                                     headers={"X-API-Key": "k" * 32}) as client:
+            held = [asyncio.create_task(client.get("/v1/slow")) for _ in range(2)]
+            while routes.entered < 2:
+                await asyncio.sleep(0)
+            # a third request let in would wait for the gate: bounded, so the test fails
+            refused = await asyncio.wait_for(
+                client.get("/v1/slow", headers={"X-Request-ID": "r-3"}), 30)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "2"
+            error = refused.json()["error"]
+            assert error["code"] == "overloaded" and error["request_id"] == "r-3"
+            assert error["detail"] == {"in_flight": 2}
+            assert (await client.get("/healthz")).status_code == 200
+            routes.gate.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+            assert (await client.get("/v1/slow")).status_code == 200  # slots given back
+
+    asyncio.run(scenario())
