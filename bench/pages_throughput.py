@@ -67,8 +67,9 @@ def full_pages(count: int) -> list[bytes]:
 
 
 # A 200-page extraction takes a tenth of a second: one run is mostly noise (a single run
-# measured 1050 to 1830 pages/s on the same day), so both sides are the mean of this many.
-DIGITAL_RUNS = 5
+# measured 1050 to 1830 pages/s on the same day), so both sides are the mean of this many
+# (5 gave the service 0.58-0.86 of direct across runs of the same code; 20 cost 6 s more).
+DIGITAL_RUNS = 20
 
 
 def extract(pdf: bytes, first: int = 0, stop: int | None = None) -> None:
