@@ -45,7 +45,7 @@ def rehearsal(tmp_path: Path) -> Iterator[tuple[httpx.Client, FakeOllama]]:
     haproxy = Path(tempfile.mkdtemp(prefix="ocrg-"))
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("OCR_", "RESIDENCY_", "VRAM_", "RAY_ADDRESS",
-                                  "RAY_SERVE_HAPROXY_"))}
+                                  "RAY_SERVE_HAPROXY_", "RAY_SERVE_FALLBACK_"))}
     env.update({"OCR_SIDECAR_API_KEY": KEY, "DATA_DIR": str(tmp_path / "data"),
                 "OLLAMA_URL": ollama.url, **haproxy_env(haproxy)})
     process = subprocess.Popen(
