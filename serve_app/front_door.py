@@ -43,10 +43,11 @@ HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 # What every Ray node's environment needs when Ray starts: HAProxy in front of the Ingress
 # replicas, and the front door in Serve's Python proxy, HAProxy's fallback.
 NODE_ENV = {HA_PROXY_ENV: "1", CALLBACK_ENV: CALLBACK}
-# Requests let in by default, sized by bench/overload.py: every request let in beyond what
-# the deployments behind can take costs the front ~10 ms to refuse on 2 cores (refusal p99
-# 0.62 s at 192, 0.85 s at 256); at 128 a client holding exactly 128 open met refusals, as a
-# request counts until its answer has left.
+# Requests let in by default, sized by bench/overload.py behind Serve's Python proxy: every
+# request let in beyond what the deployments behind can take cost the front ~10 ms to refuse
+# on 2 cores (refusal p99 0.62 s at 192, 0.85 s at 256); at 128 a client holding exactly 128
+# open met refusals, as a request counts until its answer has left. Behind HAProxy the same
+# 192 gave refusals p99 0.77 s from when each was sent (ADR 008).
 FRONT_MAX_REQUESTS = 192
 FRONT_MAX_REQUESTS_ENV = "OCR_FRONT_MAX_REQUESTS"
 # An Ingress replica takes every request HAProxy hands it (HAProxy's default maxconn) and
