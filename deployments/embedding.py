@@ -1,14 +1,16 @@
 """Embedding deployment: requests batched across callers by tokens, length-sorted forwards.
 
 A request is tokenized on arrival and queued as jobs of at most MAX_JOB_TOKENS tokens;
-@serve.batch gathers jobs into batches of at most MAX_BATCH_TOKENS tokens; each batch's
-texts run sorted by length, one forward per padded-token budget, through the engine of
-deployments/engines/embedding.
+when a batch's forwards end, the next batch takes the queued jobs up to MAX_BATCH_TOKENS
+tokens (deployments/batching.py); its texts run sorted by length, cut into forwards where
+the padding saved pays for another forward's fixed cost (`plan_forwards`), through the
+engine of deployments/engines/embedding.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,13 +18,14 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter
 
+from deployments.batching import WhenFreeBatcher
 from deployments.engines.embedding import ENGINES, Tokenized
 from deployments.models import ModelSpec
 from deployments.replica import ModelReplica
 from serve_app.kernel.errors import InvalidInput
 from serve_app.kernel.settings import Settings
 
-# Tokens per batch (batch_size_fn) and padded tokens per forward: bound the memory of a
+# Tokens per batch and padded tokens per forward: bound the memory of a
 # batch and of its activations whatever the texts' lengths.
 MAX_BATCH_TOKENS = 32_768
 MAX_BATCH_TEXTS = 256
@@ -65,14 +68,49 @@ def split_into_jobs(tokens: list[Tokenized], want: frozenset[str],
     return jobs
 
 
-def batch_tokens(jobs: list[EmbedJob]) -> int:
-    """@serve.batch's batch_size_fn: a batch is as big as its tokens, not its requests."""
-    return sum(job.size for job in jobs)
+def plan_forwards(lengths: list[int], overhead: float, max_texts: int = MAX_BATCH_TEXTS,
+                  max_tokens: int = MAX_BATCH_TOKENS) -> list[tuple[int, int]]:
+    """Cut texts sorted longest first into forwards of the least cost, as (start, end).
+
+    A forward costs `overhead` (its fixed cost, in padded tokens) plus its texts times its
+    longest text. Fixed-size chunks of a batch spanning many lengths pad the short texts to
+    the long ones (512 sentences of 6-14 words in two forwards ran at 0.75 of planned ones).
+    Texts of one length never need cutting, so the search runs over the distinct lengths,
+    of which a batch of MAX_BATCH_TOKENS tokens has a few hundred at most."""
+    runs: list[tuple[int, int, int]] = []  # (length, first index, count), longest first
+    for index, length in enumerate(lengths):
+        if runs and runs[-1][0] == length:
+            runs[-1] = (length, runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((length, index, 1))
+
+    def forwards(count: int, longest: int) -> int:
+        return math.ceil(count / max(1, min(max_texts, max_tokens // longest)))
+
+    best = [0.0] + [math.inf] * len(runs)  # best[j]: least cost of the first j runs
+    first = [0] * (len(runs) + 1)  # the first run of the last group in that plan
+    for end in range(1, len(runs) + 1):
+        count = 0
+        for start in range(end - 1, -1, -1):
+            count += runs[start][2]
+            longest = runs[start][0]
+            cost = best[start] + forwards(count, longest) * overhead + count * longest
+            if cost < best[end]:
+                best[end], first[end] = cost, start
+    spans: list[tuple[int, int]] = []
+    end = len(runs)
+    while end:
+        start = first[end]
+        lo, hi = runs[start][1], runs[end - 1][1] + runs[end - 1][2]
+        size = math.ceil((hi - lo) / forwards(hi - lo, runs[start][0]))
+        spans[:0] = [(at, min(at + size, hi)) for at in range(lo, hi, size)]
+        end = start
+    return spans
 
 
 # The queue in front is bounded by its work in the ingress (EMBED_MAX_TEXTS_IN_FLIGHT, 5120
 # texts, ~18 s on 2 cores: bench/overload.py), not by a count of requests, which are 1 text
-# or 1024. So the replica takes what the ingress lets through and @serve.batch queues it:
+# or 1024. So the replica takes what the ingress lets through and its batcher queues it:
 # requests waiting in Serve's router are handed over on its retry backoff (up to 0.5 s),
 # which left the replica idle between batches (128 clients ran at 0.6 of 32). Serve's
 # bound stays as the backstop for several ingress replicas. Beyond either: 503 with
@@ -80,8 +118,7 @@ def batch_tokens(jobs: list[EmbedJob]) -> int:
 @serve.deployment(name="Embedding", max_ongoing_requests=256, max_queued_requests=64,
                   health_check_period_s=10)
 class Embedding(ModelReplica):
-    """Dynamic batching across requests, bounded in tokens; one length-sorted forward per
-    padded-token budget."""
+    """Batching across requests, bounded in tokens; length-sorted forwards, planned."""
 
     deployment_name = "Embedding"
 
@@ -92,6 +129,8 @@ class Embedding(ModelReplica):
         if self.engine.max_length > MAX_JOB_TOKENS:
             raise ValueError(f"model {spec.name!r}: max_length {self.engine.max_length} is "
                              f"over the {MAX_JOB_TOKENS} tokens a batch job may hold")
+        self.batcher = WhenFreeBatcher(self._embed_batch, MAX_BATCH_TOKENS,
+                                       lambda job: job.size)
         self.texts_embedded = Counter("ocr_graph_embedded_texts", "Texts embedded (its rate: "
                                       "embeddings per second).")
         self.follow_placement()
@@ -114,14 +153,10 @@ class Embedding(ModelReplica):
         else:
             tokens = await asyncio.to_thread(self.engine.tokenize, texts, max_length)
         parts = await asyncio.gather(*(
-            self._embed_batch(job) for job in split_into_jobs(tokens, frozenset(want))))
+            self.batcher(job) for job in split_into_jobs(tokens, frozenset(want))))
         self.texts_embedded.inc(len(texts))
         return [item for part in parts for item in part]
 
-    # max_batch_size counts tokens (batch_size_fn); Ray's start-up warning that it exceeds
-    # max_ongoing_requests compares tokens with requests and does not apply.
-    @serve.batch(max_batch_size=MAX_BATCH_TOKENS, batch_size_fn=batch_tokens,
-                 batch_wait_timeout_s=0.003)
     async def _embed_batch(self, jobs: list[EmbedJob]) -> list[list[dict[str, Any]]]:
         return await self.follower.run(lambda: asyncio.to_thread(self._run, jobs))
 
@@ -132,16 +167,14 @@ class Embedding(ModelReplica):
                  for text_index, tokens in enumerate(job.tokens)]
         items.sort(key=lambda item: -len(item[2].ids))
         results: list[list[dict[str, Any]]] = [[{} for _ in job.tokens] for job in jobs]
-        start = 0
-        while start < len(items):
-            longest = len(items[start][2].ids)
-            size = max(1, min(MAX_BATCH_TEXTS, MAX_BATCH_TOKENS // longest))
-            chunk = items[start : start + size]
+        plan = plan_forwards([len(tokens.ids) for _, _, tokens in items],
+                             self.engine.forward_overhead)
+        for start, end in plan:
+            chunk = items[start:end]
             outputs = self.engine.forward([tokens.ids for _, _, tokens in chunk], want)
             for (job_index, text_index, tokens), output in zip(chunk, outputs, strict=True):
                 job_want = jobs[job_index].want
                 item = {key: value for key, value in output.items() if key in job_want}
                 item.update(tokens=len(tokens.ids), truncated=tokens.truncated)
                 results[job_index][text_index] = item
-            start += size
         return results

@@ -12,6 +12,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.batching import WhenFreeBatcher
 from deployments.engines.rerank import ENGINES, RerankJob
 from deployments.models import ModelSpec
 from deployments.replica import ModelReplica
@@ -23,7 +24,7 @@ from serve_app.kernel.settings import Settings
 @serve.deployment(name="Rerank", max_ongoing_requests=64, max_queued_requests=96,
                   health_check_period_s=10)
 class Rerank(ModelReplica):
-    """Scores (query, document) pairs; requests arriving together share forwards."""
+    """Scores (query, document) pairs; requests queued together share forwards."""
 
     deployment_name = "Rerank"
 
@@ -31,13 +32,13 @@ class Rerank(ModelReplica):
                  residency: DeploymentHandle | None = None):
         self.start(spec, settings, residency,
                    lambda device: ENGINES[spec.engine](spec, settings, device))
+        self.batcher = WhenFreeBatcher(self._rerank_batch, max_size=16)
         self.follow_placement()
 
     async def rerank(self, query: str, documents: list[str], max_length: int = 512
                      ) -> dict[str, Any]:
-        scores = await self._rerank_batch(RerankJob(query, documents, max_length))
+        scores = await self.batcher(RerankJob(query, documents, max_length))
         return {"model": self.spec.name, "method": self.engine.method, "scores": scores}
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)
     async def _rerank_batch(self, jobs: list[RerankJob]) -> list[list[float]]:
         return await self.follower.run(lambda: self.engine.score(jobs))

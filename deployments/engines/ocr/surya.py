@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from ray import serve
 
+from deployments.batching import WhenFreeBatcher
 from deployments.models import ModelSpec, required_weights
 from serve_app.kernel.errors import ModelMissing
 from serve_app.kernel.geometry import bbox_of, confidence
@@ -87,6 +87,8 @@ class SuryaEngine:
             predictor.disable_tqdm = True  # progress bars would flood the replica's log
         self.options = dict(spec.options)
         self._lock = threading.Lock()
+        # Pages queued while the model reads go together into its next call.
+        self._pages = WhenFreeBatcher(self._read_in_thread, max_size=8)
 
     def move(self, device: str) -> None:
         with self._lock:
@@ -96,8 +98,7 @@ class SuryaEngine:
     async def recognize(self, image: np.ndarray, options: dict[str, Any]) -> list[Line]:
         return await self._pages(image)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def _pages(self, images: list[np.ndarray]) -> list[list[Line]]:
+    async def _read_in_thread(self, images: list[np.ndarray]) -> list[list[Line]]:
         return await asyncio.to_thread(self.read, images)
 
     def read(self, images: list[np.ndarray]) -> list[list[Line]]:
