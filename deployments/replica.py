@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import ray
 from ray.serve.handle import DeploymentHandle
@@ -272,6 +272,9 @@ class ModelReplica:
     """Base of the model deployments: engine start on the right device, moves, report."""
 
     deployment_name = "model"
+    # Environment this deployment's processes need from their start (the builder adds it
+    # to the replica's runtime_env; a deployment's own options override it).
+    process_env: ClassVar[dict[str, str]] = {}
 
     def start(self, spec: ModelSpec, settings: Settings, residency: DeploymentHandle | None,
               make_engine: Callable[[str], Any]) -> None:

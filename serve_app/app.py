@@ -15,7 +15,7 @@ from typing import Any
 
 import ray
 from pydantic import BaseModel, ConfigDict, Field
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from deployments.embedding import Embedding
 from deployments.engines.embedding import ENGINES as EMBEDDING_ENGINES
@@ -205,10 +205,11 @@ def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
         logger.info("no GPU in the cluster (or profile %s): every model runs on the CPU",
                     profile.name)
 
-    def options(name: str, num_gpus: float) -> dict[str, Any]:
+    def options(name: str, num_gpus: float, deployment: Deployment) -> dict[str, Any]:
+        own_env = getattr(deployment.func_or_class, "process_env", {})
         base = {"ray_actor_options": {
             "num_gpus": num_gpus,
-            "runtime_env": {"env_vars": settings.library_env()},
+            "runtime_env": {"env_vars": {**settings.library_env(), **own_env}},
         }}
         return _merge(base, args.deployment_options.get(name, {}))
 
@@ -220,17 +221,17 @@ def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
     bound: dict[str, Any] = {}
     if "OCR" in chosen:
         primary = catalog[chosen["OCR"].name]
-        bound["OCR"] = OCR.options(**options("OCR", shares["OCR"])).bind(
+        bound["OCR"] = OCR.options(**options("OCR", shares["OCR"], OCR)).bind(
             primary, settings, residency, extras,
             {"busy": profile.llm_keep_alive_busy, "idle": profile.llm_keep_alive_idle,
              "reason": f"profile {profile.name}"})
     for name, cls in (("Segmentation", Segmentation), ("Embedding", Embedding),
                       ("Rerank", Rerank)):
         if name in chosen:
-            bound[name] = cls.options(**options(name, shares[name])).bind(
+            bound[name] = cls.options(**options(name, shares[name], cls)).bind(
                 chosen[name], settings, residency)
     if "Trainer" in chosen:
-        bound["Trainer"] = Trainer.options(**options("Trainer", shares["Trainer"])).bind(
+        bound["Trainer"] = Trainer.options(**options("Trainer", shares["Trainer"], Trainer)).bind(
             settings, residency)
     for name in chosen:
         logger.info("deployment %s: model %s, num_gpus %s", name, chosen[name].name, shares[name])

@@ -161,16 +161,9 @@ class Settings(BaseSettings):
         return self.state_dir / "training"
 
     def library_env(self) -> dict[str, str]:
-        """Environment for model replicas: caches inside MODEL_CACHE_DIR, hubs offline, and
-        glibc's malloc told to give large blocks back."""
+        """Environment for model replicas: caches inside MODEL_CACHE_DIR, hubs offline."""
         cache = str(self.model_cache_dir)
         return {
-            # glibc raises its mmap threshold each time a large block is freed, up to 32 MB,
-            # so page images and filter arrays end up in its heaps and stay there: the
-            # Segmentation replica grew 1345 -> 1675 MB over 30 pages and swung by 400 MB
-            # in a soak. Fixed at 4 MB, blocks above it are mapped and unmapped: flat at
-            # 1,096 MB over the same 30 pages, each 5% slower or within the noise.
-            "MALLOC_MMAP_THRESHOLD_": str(4 * 2**20),
             "HF_HOME": f"{cache}/hf",
             "TORCH_HOME": f"{cache}/torch",
             "XDG_CACHE_HOME": cache,
