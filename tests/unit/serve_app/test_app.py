@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from deployments.models import ModelSpec, load_catalog
 from deployments.residency.profiles import load_profile
 from serve_app.app import AppArgs, BuildError, build_app, plan_gpu_shares
 from serve_app.kernel.settings import ConfigError
+from tests.fixtures.cluster import local_default_args
 
 
 def _spec(name: str, footprint: int) -> ModelSpec:
@@ -80,3 +83,29 @@ def test_kraken_recognition_without_segmentation_is_refused(
     clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
     with pytest.raises(BuildError, match="needs a segmentation_model"):
         build_app(AppArgs(ocr_engines=["kraken-rec"], segmentation_model=None))
+
+
+def _replica_env(app: Any, deployment: str) -> dict[str, str]:
+    """The environment the builder gives a model deployment's processes."""
+    handles = app._bound_deployment.init_args[2]
+    bound = getattr(handles, deployment.lower())._bound_deployment
+    return dict(bound.ray_actor_options["runtime_env"]["env_vars"])
+
+
+def test_each_model_deployment_starts_with_the_environment_it_needs(
+        clean_env: pytest.MonkeyPatch) -> None:
+    """Segmentation's processes keep glibc from hoarding page arrays (flat memory); the
+    Embedding's must not get that (every forward would fault its activations in, a third
+    slower); a deployment's own options still override."""
+    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
+    app = build_app(local_default_args())
+    segmentation, embedding = _replica_env(app, "Segmentation"), _replica_env(app, "Embedding")
+    assert segmentation["MALLOC_MMAP_THRESHOLD_"] == str(4 * 2**20)
+    assert "MALLOC_MMAP_THRESHOLD_" not in embedding
+    assert segmentation["HF_HUB_OFFLINE"] == embedding["HF_HUB_OFFLINE"] == "1"
+    assert embedding["OMP_NUM_THREADS"] == "2"  # config/local.yaml's, merged in
+
+    overridden = local_default_args()
+    overridden["deployment_options"]["Segmentation"]["ray_actor_options"]["runtime_env"][
+        "env_vars"]["MALLOC_MMAP_THRESHOLD_"] = "0"
+    assert _replica_env(build_app(overridden), "Segmentation")["MALLOC_MMAP_THRESHOLD_"] == "0"
