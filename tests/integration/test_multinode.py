@@ -136,9 +136,14 @@ def deployed(two_nodes: dict[str, Any], llms: tuple[FakeOllama, FakeOllama],
     """`serve deploy` of the config; a client once /readyz says every deployment runs."""
     config = tmp_path_factory.mktemp("config") / "serve_config.yaml"
     config.write_text(yaml.safe_dump(serve_config(two_nodes["http"], llms[0].url)))
-    subprocess.run([str(BIN / "serve"), "deploy", str(config), "--address",
-                    two_nodes["dashboard"]], env=two_nodes["env"], check=True, timeout=120,
-                   cwd=ROOT)
+    # `ray start` returns before the dashboard's Serve module (a subprocess of its own)
+    # answers: an operator's script, like this one, waits for it before deploying.
+    until(lambda: serve_api_status(two_nodes["dashboard"]), lambda status: status == 200,
+          within_s=120)
+    done = subprocess.run([str(BIN / "serve"), "deploy", str(config), "--address",
+                           two_nodes["dashboard"]], env=two_nodes["env"], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     url = f"http://127.0.0.1:{two_nodes['http']}"
     deadline = time.monotonic() + START_S
     ready = None
@@ -152,6 +157,14 @@ def deployed(two_nodes: dict[str, Any], llms: tuple[FakeOllama, FakeOllama],
                 break
         assert ready is not None and ready.status_code == 200, ready and ready.text
         yield client
+
+
+def serve_api_status(dashboard: str) -> int:
+    """The status of the dashboard's Serve API; 0 while nothing listens."""
+    try:
+        return httpx.get(f"{dashboard}/api/serve/applications/", timeout=10).status_code
+    except httpx.TransportError:
+        return 0
 
 
 def test_serve_deploy_on_two_nodes_places_the_embedding_on_the_second(
