@@ -117,8 +117,11 @@ def build_http_app(routes: object, settings: Settings) -> FastAPI:
     app.add_middleware(RequestGuard,  # type: ignore[arg-type]
                        max_body_bytes=settings.max_upload_bytes + MULTIPART_ALLOWANCE,
                        per_path={"/v1/train": training, "/v1/segtrain": training})
-    # Outermost: HAProxy hands requests straight to this app, so admission happens here.
-    app.add_middleware(FrontDoor, max_requests=front_max_requests())  # type: ignore[arg-type]
+    # Outermost: HAProxy hands requests straight to this app, so admission happens here,
+    # with the gates of the routes whose budgets the Ingress keeps (`door_gates`).
+    gates = getattr(routes, "door_gates", dict)()
+    app.add_middleware(FrontDoor, max_requests=front_max_requests(),  # type: ignore[arg-type]
+                       gates=gates)
     error_handlers.install(app)
     auth = [Depends(api_key_dependency(expected_api_key(settings)))]
     seen: set[str] = set()

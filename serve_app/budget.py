@@ -6,6 +6,11 @@ requests are 80 texts or 20,480. Every document's bytes are charged as they arri
 by chunk for uploads and URLs, by size before reading for files under the upload base);
 an embedding request's texts before it is sent. What was charged is released when the
 request ends; a charge past the limit is a 503 with Retry-After, before the work starts.
+
+A budget also says when a request of the size it holds on average would not fit
+(`refusal`): the front door then refuses before reading a body, because reading and
+parsing one only to refuse it costs the front more than the refusals queued behind it
+can wait (bench/overload.py).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class Budget:
     def __init__(self, limit: int, unit: str, setting: str, holding: str):
         self.limit, self.unit, self.setting, self.holding = limit, unit, setting, holding
         self.held = 0
+        self.holders = 0  # requests holding a charge now
         self._lock = threading.Lock()
 
     @contextmanager
@@ -39,11 +45,9 @@ class Budget:
             nonlocal charged
             with self._lock:
                 if self.held + size > self.limit:
-                    raise Overloaded(
-                        f"the service holds {self.held} {self.holding}, its limit is "
-                        f"{self.limit} ({self.setting}): retry shortly",
-                        {f"held_{self.unit}": self.held, f"limit_{self.unit}": self.limit},
-                        headers={"Retry-After": str(RETRY_AFTER_S)})
+                    raise self._overloaded()
+                if size and not charged:
+                    self.holders += 1
                 self.held += size
                 charged += size
 
@@ -52,6 +56,23 @@ class Budget:
         finally:
             with self._lock:
                 self.held -= charged
+                if charged:
+                    self.holders -= 1
+
+    def refusal(self) -> Overloaded | None:
+        """What a request of the average size held now would be told, or None while one
+        would fit. A request that would fit in the room left may be refused with it."""
+        with self._lock:
+            if not self.holders or self.held + self.held / self.holders <= self.limit:
+                return None
+            return self._overloaded()
+
+    def _overloaded(self) -> Overloaded:
+        return Overloaded(
+            f"the service holds {self.held} {self.holding}, its limit is {self.limit} "
+            f"({self.setting}): retry shortly",
+            {f"held_{self.unit}": self.held, f"limit_{self.unit}": self.limit},
+            headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def document_bytes(limit: int) -> Budget:

@@ -8,6 +8,13 @@ a burst even when the Ingress is idle. This ASGI middleware keeps an exact count
 at most `OCR_FRONT_MAX_REQUESTS` requests are in flight; the next one gets 503 with
 Retry-After at once. Health probes are never refused.
 
+In the Ingress's app it also asks a route's gate, where the Ingress gives one: a route
+whose budget would refuse a request of the size it holds on average (serve_app/budget.py)
+is refused here, before its body is read. Reading and parsing a body only to refuse it
+costs the Ingress about 4 ms on 2 cores; under a burst of 800 embedding requests, 112 such
+requests were what every refusal queued behind them waited for (bench/overload.py:
+refusal p99 0.9-1.1 s, 0.4 s without them).
+
 It runs in two places (ADR 008). HAProxy (`RAY_SERVE_ENABLE_HA_PROXY`) hands requests
 straight to the Ingress replicas' own HTTP servers, so the middleware wraps the Ingress's
 app (serve_app/asgi.py), which takes every request HAProxy passes (`INGRESS_MAX_ONGOING`)
@@ -21,7 +28,7 @@ untouched, as do Serve's `/-/` endpoints.
 Both switches are read from a node's environment when Ray starts (`NODE_ENV`):
 `ocr-graph serve`, the container's entrypoint, KubeRay and the test clusters set them;
 `ray start` on a machine of your own needs them exported first (docs/operations.md). It
-imports nothing but the kernel's error body and Ray's metrics: it runs in every proxy
+imports nothing but the kernel's errors and Ray's metrics: it runs in every proxy
 process.
 """
 
@@ -29,13 +36,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
 from starlette.middleware import Middleware
 
-from serve_app.kernel.errors import error_body
+from serve_app.kernel.errors import Overloaded, ServiceError, error_body
 
 CALLBACK = "serve_app.front_door:middlewares"
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
@@ -61,6 +68,12 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Asgi = Callable[[Message, Receive, Send], Awaitable[None]]
+# A route's gate: the error a request on it would get now, or None to let it in.
+Gate = Callable[[], ServiceError | None]
+# The gates the Ingress replica in this process opened (`register_gates`). Serve builds the
+# door in front of the replica's HTTP server from CALLBACK, so it cannot be handed them; it
+# reads them here, and refuses on the server's own event loop, before Serve's request path.
+PROCESS_GATES: dict[str, Gate] = {}
 
 # The proxy's own answers, by status: the code a client of ours branches on.
 CODES = {404: "not_found", 408: "upstream_timeout", 429: "overloaded", 503: "overloaded"}
@@ -80,13 +93,17 @@ def front_max_requests() -> int:
 
 
 class FrontDoor:
-    """At most max_requests requests in flight; the proxy's plain-text errors as JSON."""
+    """At most max_requests requests in flight, and no request past its route's gate
+    (paths relative to the app's root; without `gates`, those of PROCESS_GATES); the
+    proxy's plain-text errors as JSON."""
 
-    def __init__(self, app: Asgi, max_requests: int = FRONT_MAX_REQUESTS):
+    def __init__(self, app: Asgi, max_requests: int = FRONT_MAX_REQUESTS,
+                 gates: Mapping[str, Gate] | None = None):
         if max_requests < 1:
             raise ValueError(f"{FRONT_MAX_REQUESTS_ENV} must be at least 1, not {max_requests}")
         self.app = app
         self.max_requests = max_requests
+        self.gates = PROCESS_GATES if gates is None else gates
         self.in_flight = 0
         self.refused = _refusal_counter()
 
@@ -95,9 +112,10 @@ class FrontDoor:
         if scope["type"] != "http" or path.startswith("/-/") or path.endswith(HEALTH_PATHS):
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_requests:
+        refusal = self._refusal(scope, path)
+        if refusal is not None:
             self.refused.inc()
-            await _refuse(scope, send, self.max_requests)
+            await _refuse(scope, send, refusal)
             return
         self.in_flight += 1
         try:
@@ -105,23 +123,39 @@ class FrontDoor:
         finally:
             self.in_flight -= 1
 
+    def _refusal(self, scope: Message, path: str) -> ServiceError | None:
+        if self.in_flight >= self.max_requests:
+            return Overloaded(f"the service is at capacity ({self.max_requests} requests in "
+                              f"flight): retry after {RETRY_AFTER_S} s",
+                              {"in_flight": self.max_requests},
+                              {"Retry-After": str(RETRY_AFTER_S)})
+        root = scope.get("root_path", "")
+        gate = self.gates.get(path[len(root):] if root and path.startswith(root) else path)
+        return gate() if gate else None
+
+
+def register_gates(gates: Mapping[str, Gate]) -> None:
+    """Give the doors of this process that were built without gates of their own these."""
+    PROCESS_GATES.update(gates)
+
 
 def _refusal_counter() -> Any:
     """Ray's counter of refusals (exported by its Ray worker; a no-op outside Ray)."""
     from ray.util.metrics import Counter
 
-    return Counter("ocr_graph_front_refusals", "Requests the front door refused at once "
-                   "because OCR_FRONT_MAX_REQUESTS were in flight.")
+    return Counter("ocr_graph_front_refusals", "Requests the front door refused before "
+                   "reading them: OCR_FRONT_MAX_REQUESTS in flight, or their route's budget "
+                   "full.")
 
 
-async def _refuse(scope: Message, send: Send, limit: int) -> None:
+async def _refuse(scope: Message, send: Send, error: ServiceError) -> None:
     given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
     request_id = given or uuid.uuid4().hex
-    body = error_body("overloaded", f"the service is at capacity ({limit} requests in "
-                      f"flight): retry after {RETRY_AFTER_S} s", {"in_flight": limit},
-                      request_id)
-    await _send_error(send, 503, body, [(b"retry-after", str(RETRY_AFTER_S).encode()),
-                                        (b"x-request-id", request_id.encode("latin-1"))])
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+               for name, value in error.headers.items()]
+    await _send_error(send, error.status, error_body(error.code, error.message, error.detail,
+                                                     request_id),
+                      [*headers, (b"x-request-id", request_id.encode("latin-1"))])
 
 
 def _shaping(send: Send) -> Send:

@@ -31,7 +31,7 @@ from serve_app.asgi import build_http_app, expected_api_key, route
 from serve_app.budget import Charge, texts_to_embed
 from serve_app.calls import answer
 from serve_app.error_handlers import field_errors
-from serve_app.front_door import INGRESS_MAX_ONGOING
+from serve_app.front_door import INGRESS_MAX_ONGOING, Gate, register_gates
 from serve_app.kernel.datasets import Kind, scan_dataset, too_few
 from serve_app.kernel.engines import OcrEngines
 from serve_app.kernel.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
@@ -65,6 +65,7 @@ class Ingress:
         self.pipeline = Pipeline(settings, handles, ocr_engines)
         self.pipeline.text_layers.start()
         self.texts_in_flight = texts_to_embed(settings.max_texts_in_flight)
+        register_gates(self.door_gates())  # the door Serve puts before this replica's server
         if expected_api_key(settings) is None:
             logger.warning("OCR_SIDECAR_AUTH_MODE=network-isolation: /v1 routes need NO API "
                            "key; only a network boundary protects this service")
@@ -72,6 +73,12 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self, self.settings)
+
+    def door_gates(self) -> dict[str, Gate]:
+        """The routes the front door refuses before reading them while their budget is
+        full: the embedding routes, by the texts in flight."""
+        return {"/v1/embed": self.texts_in_flight.refusal,
+                "/v1/embeddings": self.texts_in_flight.refusal}
 
     async def __del__(self) -> None:
         self.pipeline.text_layers.close()

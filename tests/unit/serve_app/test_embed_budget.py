@@ -77,3 +77,32 @@ def test_a_budget_below_the_largest_request_refuses_to_start(
 
     with pytest.raises(ConfigError, match="EMBED_MAX_TEXTS_IN_FLIGHT"):
         Settings.load({"OCR_SIDECAR_API_KEY": "k", "EMBED_MAX_TEXTS": 6000})
+
+
+def test_the_budget_closes_its_routes_while_a_request_of_the_average_size_would_not_fit(
+) -> None:
+    budget = texts_to_embed(100)
+    assert budget.refusal() is None  # nothing held
+    with budget.hold() as first, budget.hold() as second:
+        first(30)
+        second(10)  # 40 held by 2: an average request (20) fits in the 60 left
+        assert budget.refusal() is None
+        with budget.hold() as third:
+            third(50)  # 90 held by 3: an average request (30) does not fit in the 10 left
+            refusal = budget.refusal()
+            assert isinstance(refusal, Overloaded)
+            assert refusal.detail == {"held_texts": 90, "limit_texts": 100}
+            assert refusal.headers["Retry-After"] == "2"
+        assert budget.refusal() is None  # the third gave its 50 back
+    assert (budget.held, budget.holders) == (0, 0)
+
+
+def test_the_ingress_gates_its_embedding_routes_by_its_texts_in_flight() -> None:
+    declared = {getattr(member, "__route__", (None, None))[1]
+                for cls in Ingress.func_or_class.__mro__ for member in vars(cls).values()}
+    budget = texts_to_embed(100)
+    gates = Ingress.func_or_class.door_gates(Front(texts_in_flight=budget))
+    assert set(gates) == {"/v1/embed", "/v1/embeddings"} and set(gates) <= declared
+    with budget.hold() as charge:
+        charge(100)
+        assert all(isinstance(gate(), Overloaded) for gate in gates.values())

@@ -170,3 +170,64 @@ def test_the_ingress_app_refuses_beyond_its_requests_in_flight_and_health_still_
             assert (await client.get("/v1/slow")).status_code == 200  # slots given back
 
     asyncio.run(scenario())
+
+
+def test_a_request_on_a_closed_route_is_refused_with_its_gates_error_before_its_body_is_read(
+) -> None:
+    from serve_app.budget import texts_to_embed
+
+    budget = texts_to_embed(100)
+    reached: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await answering(200, b"application/json", [b"{}"])(scope, receive, send)
+
+    door = FrontDoor(app, gates={"/v1/embed": budget.refusal})
+    read = 0
+
+    async def scenario(path: str, root: str = "") -> list[dict[str, Any]]:
+        nonlocal read
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal read
+            read += 1
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await door({"type": "http", "path": root + path, "root_path": root,
+                    "headers": [(b"x-request-id", b"r-9")]}, receive, send)
+        return sent
+
+    with budget.hold() as charge:
+        charge(60)  # one request of 60 held: another of 60 would not fit in the 40 left
+        for root in ("", "/ocr"):
+            refused = asyncio.run(scenario("/v1/embed", root))
+            headers = dict(refused[0]["headers"])
+            assert refused[0]["status"] == 503 and headers[b"retry-after"] == b"2"
+            error = orjson.loads(refused[-1]["body"])["error"]
+            assert error["code"] == "overloaded" and error["request_id"] == "r-9"
+            assert error["detail"] == {"held_texts": 60, "limit_texts": 100}
+        assert reached == [] and read == 0  # neither the route nor its body was touched
+        assert asyncio.run(scenario("/v1/rerank"))[0]["status"] == 200  # other routes open
+    assert asyncio.run(scenario("/v1/embed"))[0]["status"] == 200  # given back: open again
+    assert reached == ["/v1/rerank", "/v1/embed"]
+
+
+def test_the_door_serve_builds_from_the_callback_uses_the_gates_the_ingress_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from serve_app import front_door
+    from serve_app.kernel.errors import Overloaded
+
+    monkeypatch.setattr(front_door, "PROCESS_GATES", {})
+    [middleware] = middlewares()
+    door = middleware.cls(answering(200, b"application/json", [b"{}"]), **middleware.kwargs)
+    assert asyncio.run(call(door))[0]["status"] == 200
+    front_door.register_gates({"/v1/embed": lambda: Overloaded("full", None,
+                                                               {"Retry-After": "2"})})
+    assert asyncio.run(call(door))[0]["status"] == 503  # registered after it was built
+    assert asyncio.run(call(door, "/v1/rerank"))[0]["status"] == 200
