@@ -7,10 +7,9 @@ by chunk for uploads and URLs, by size before reading for files under the upload
 an embedding request's texts before it is sent. What was charged is released when the
 request ends; a charge past the limit is a 503 with Retry-After, before the work starts.
 
-A budget also says when a request of the size it holds on average would not fit
-(`refusal`): the front door then refuses before reading a body, because reading and
-parsing one only to refuse it costs the front more than the refusals queued behind it
-can wait (bench/overload.py).
+A budget also says when it is as good as full (`refusal`): the front door then refuses
+before reading a body, because reading and parsing one only to refuse it costs the front
+more than the refusals queued behind it can wait (bench/overload.py).
 """
 
 from __future__ import annotations
@@ -23,6 +22,8 @@ from serve_app.calls import RETRY_AFTER_S
 from serve_app.kernel.errors import Overloaded
 
 Charge = Callable[[int], None]
+# A budget with less than 1/NEARLY_FULL of its limit left may refuse every request.
+NEARLY_FULL = 16
 
 
 class Budget:
@@ -60,10 +61,14 @@ class Budget:
                     self.holders -= 1
 
     def refusal(self) -> Overloaded | None:
-        """What a request of the average size held now would be told, or None while one
-        would fit. A request that would fit in the room left may be refused with it."""
+        """The refusal for any request while the room left is less than both the average
+        request held and 1/NEARLY_FULL of the limit, else None. A request that would fit
+        in that last sliver is refused with the others; one large request in flight, next
+        to few others, leaves the room it leaves open to small ones."""
         with self._lock:
-            if not self.holders or self.held + self.held / self.holders <= self.limit:
+            room = self.limit - self.held
+            if not self.holders or room >= min(self.held / self.holders,
+                                               self.limit / NEARLY_FULL):
                 return None
             return self._overloaded()
 

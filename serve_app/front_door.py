@@ -9,8 +9,9 @@ at most `OCR_FRONT_MAX_REQUESTS` requests are in flight; the next one gets 503 w
 Retry-After at once. Health probes are never refused.
 
 In the Ingress's app it also asks a route's gate, where the Ingress gives one: a route
-whose budget would refuse a request of the size it holds on average (serve_app/budget.py)
-is refused here, before its body is read. Reading and parsing a body only to refuse it
+whose budget is as good as full (serve_app/budget.py: less room left than the average
+request in flight and than a sixteenth of the limit) is refused here, before its body is
+read. Reading and parsing a body only to refuse it
 costs the Ingress about 4 ms on 2 cores; under a burst of 800 embedding requests, 112 such
 requests were what every refusal queued behind them waited for (bench/overload.py:
 refusal p99 0.9-1.1 s, 0.4 s without them).

@@ -4,6 +4,7 @@ the ingress, refused at once beyond EMBED_MAX_TEXTS_IN_FLIGHT and given back aft
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import SimpleNamespace
 from typing import Any
 
@@ -79,21 +80,28 @@ def test_a_budget_below_the_largest_request_refuses_to_start(
         Settings.load({"OCR_SIDECAR_API_KEY": "k", "EMBED_MAX_TEXTS": 6000})
 
 
-def test_the_budget_closes_its_routes_while_a_request_of_the_average_size_would_not_fit(
+def test_the_budget_closes_its_routes_only_when_nearly_full_for_requests_like_its_own(
 ) -> None:
-    budget = texts_to_embed(100)
+    budget = texts_to_embed(160)  # its last sixteenth: 10 texts
     assert budget.refusal() is None  # nothing held
+    with budget.hold() as big:
+        big(150)  # one request of 150: the 10 left are open to smaller ones
+        assert budget.refusal() is None
     with budget.hold() as first, budget.hold() as second:
-        first(30)
-        second(10)  # 40 held by 2: an average request (20) fits in the 60 left
+        first(40)
+        second(20)  # 60 held by 2: room 100
         assert budget.refusal() is None
         with budget.hold() as third:
-            third(50)  # 90 held by 3: an average request (30) does not fit in the 10 left
+            third(91)  # 151 held by 3: room 9, under the average (50) and a sixteenth
             refusal = budget.refusal()
             assert isinstance(refusal, Overloaded)
-            assert refusal.detail == {"held_texts": 90, "limit_texts": 100}
+            assert refusal.detail == {"held_texts": 151, "limit_texts": 160}
             assert refusal.headers["Retry-After"] == "2"
-        assert budget.refusal() is None  # the third gave its 50 back
+        assert budget.refusal() is None  # the third gave its 91 back
+    with contextlib.ExitStack() as stack:
+        for _ in range(76):
+            stack.enter_context(budget.hold())(2)  # 152 held: room 8, four average ones
+        assert budget.refusal() is None
     assert (budget.held, budget.holders) == (0, 0)
 
 

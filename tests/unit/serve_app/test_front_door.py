@@ -203,14 +203,14 @@ def test_a_request_on_a_closed_route_is_refused_with_its_gates_error_before_its_
         return sent
 
     with budget.hold() as charge:
-        charge(60)  # one request of 60 held: another of 60 would not fit in the 40 left
+        charge(95)  # nearly full: 5 left, less than a sixteenth and than the one held
         for root in ("", "/ocr"):
             refused = asyncio.run(scenario("/v1/embed", root))
             headers = dict(refused[0]["headers"])
             assert refused[0]["status"] == 503 and headers[b"retry-after"] == b"2"
             error = orjson.loads(refused[-1]["body"])["error"]
             assert error["code"] == "overloaded" and error["request_id"] == "r-9"
-            assert error["detail"] == {"held_texts": 60, "limit_texts": 100}
+            assert error["detail"] == {"held_texts": 95, "limit_texts": 100}
         assert reached == [] and read == 0  # neither the route nor its body was touched
         assert asyncio.run(scenario("/v1/rerank"))[0]["status"] == 200  # other routes open
     assert asyncio.run(scenario("/v1/embed"))[0]["status"] == 200  # given back: open again
