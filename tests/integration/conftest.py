@@ -90,8 +90,10 @@ def service(tiny_models: dict[str, str], ollama: FakeOllama) -> Iterator[dict[st
         serve.run(build_app({
             "gpu_total_mb": GPU_TOTAL_MB, "ocr_model": None, "segmentation_model": None,
             "rerank_model": None, "training_model": None,
+            # One request of EMBED_MAX_TEXTS fills its text budget: the gate test's door.
             "settings": {"RESIDENCY_PROFILE": "test-fast", "RESIDENCY_POLL_S": 0.1,
-                         "VRAM_FAKE_TOTAL_MB": GPU_TOTAL_MB, "OLLAMA_URL": ollama.url},
+                         "VRAM_FAKE_TOTAL_MB": GPU_TOTAL_MB, "OLLAMA_URL": ollama.url,
+                         "EMBED_MAX_TEXTS_IN_FLIGHT": 64},
             "profiles": {"test-fast": {"llm_reserved_mb": 8192, "low_watermark_mb": 2048,
                                        "high_watermark_mb": 4096, "hold_s": 1.0}},
             # A small bounded queue, so the overload test can fill it.

@@ -62,3 +62,38 @@ def test_beyond_its_requests_in_flight_the_proxy_refuses_at_once_and_health_answ
             connection.close()
     until(lambda: client.get("/v1/models"), lambda r: r.status_code == 200, 60)
 
+
+
+def test_while_the_embedding_budget_is_full_a_request_is_refused_before_its_body_arrives(
+    service: dict[str, object], client: httpx.Client
+) -> None:
+    """The /res app's text budget is one request of 64 texts. While such a request runs, a
+    client that has sent only its headers and part of its body is refused at once: the
+    front door did not wait to read what it would refuse."""
+    url = httpx.URL(str(service["url"]))
+    head = (f"POST /res/v1/embed HTTP/1.1\r\nHost: {url.host}\r\nX-API-Key: {API_KEY}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"texts\": [")
+    long_texts = [" ".join([text] * 40) for text in TEXTS]  # truncated to the model's limit
+
+    def probe() -> bytes:
+        """What the service answered a request whose body never finishes, within 0.5 s."""
+        with socket.create_connection((url.host, url.port), timeout=0.5) as connection:
+            connection.sendall(head.encode())
+            try:
+                return connection.recv(4096)
+            except TimeoutError:
+                return b""  # let in: the service waits for the rest of the body
+
+    answers: list[bytes] = []
+    with ThreadPoolExecutor(1) as pool:
+        for _ in range(5):  # each full request holds the budget for a moment; probe within
+            running = pool.submit(client.post, "/res/v1/embed", json={"texts": long_texts})
+            while not running.done() and not any(b" 503 " in a for a in answers):
+                answers.append(probe())
+            assert running.result().status_code == 200
+            if any(b" 503 " in a for a in answers):
+                break
+    [refused, *_] = [a for a in answers if b" 503 " in a]
+    assert b"retry-after: 2" in refused.lower() and b'"code":"overloaded"' in refused
+    assert b"held_texts" in refused  # the budget's refusal, not the request count's
+    assert client.post("/res/v1/embed", json={"texts": TEXTS[:1]}).status_code == 200
