@@ -37,16 +37,26 @@ class CrossEncoderEngine:
         return await asyncio.to_thread(self._score, jobs)
 
     def _score(self, jobs: list[RerankJob]) -> list[list[float]]:
-        pairs = [(job.query, doc, job.max_length) for job in jobs for doc in job.documents]
-        scores: list[float] = []
-        for start in range(0, len(pairs), MAX_PAIRS_PER_FORWARD):
-            chunk = pairs[start : start + MAX_PAIRS_PER_FORWARD]
-            inputs = self.tokenizer(
-                [q for q, _, _ in chunk], [d for _, d, _ in chunk], padding=True,
-                truncation="only_second", max_length=max(m for _, _, m in chunk),
-                return_tensors="pt",
-            ).to(self.device)
+        """Every job's pairs tokenized unpadded, run longest first in forwards of at most
+        MAX_PAIRS_PER_FORWARD pairs padded to their own longest (as FlagReranker's own
+        compute_score does): unsorted chunks pad a short document to a long one."""
+        pairs = [encoded for job in jobs for encoded in self._encode(job)]
+        order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i]["input_ids"]))
+        scores = [0.0] * len(pairs)
+        for start in range(0, len(order), MAX_PAIRS_PER_FORWARD):
+            chunk = order[start : start + MAX_PAIRS_PER_FORWARD]
+            inputs = self.tokenizer.pad([pairs[i] for i in chunk], padding=True,
+                                        return_tensors="pt").to(self.device)
             with self.torch.inference_mode():
                 logits = self.model(**inputs, return_dict=True).logits.view(-1).float()
-            scores.extend(self.torch.sigmoid(logits).cpu().tolist())
+            for index, score in zip(chunk, self.torch.sigmoid(logits).cpu().tolist(),
+                                    strict=True):
+                scores[index] = score
         return split_scores(scores, jobs)
+
+    def _encode(self, job: RerankJob) -> list[dict[str, list[int]]]:
+        """(query, document) pairs of one job as token ids, the document truncated."""
+        encoded = self.tokenizer([job.query] * len(job.documents), job.documents,
+                                 truncation="only_second", max_length=job.max_length)
+        return [{key: values[i] for key, values in encoded.items()}
+                for i in range(len(job.documents))]
