@@ -17,7 +17,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.responses import JSONResponse
 
 from serve_app import __version__, error_handlers
-from serve_app.front_door import FrontDoor, front_max_requests
+from serve_app.front_door import FrontDoor, app_path, front_max_requests
 from serve_app.kernel.errors import PayloadTooLarge, error_body
 from serve_app.kernel.settings import Settings
 from serve_app.security import check_api_key
@@ -57,10 +57,7 @@ class RequestGuard:
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        path, root = scope.get("path", ""), scope.get("root_path", "")
-        if root and path.startswith(root):  # an application under a route prefix
-            path = path[len(root):]
-        limit = self.per_path.get(path, self.default_limit)
+        limit = self.per_path.get(app_path(scope), self.default_limit)
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             body = error_body("too_large", f"request body is {int(declared)} bytes; at most "

@@ -63,8 +63,8 @@ class Budget:
     def refusal(self) -> Overloaded | None:
         """The refusal for any request while the room left is less than both the average
         request held and 1/NEARLY_FULL of the limit, else None. A request that would fit
-        in that last sliver is refused with the others; one large request in flight, next
-        to few others, leaves the room it leaves open to small ones."""
+        in that last sixteenth is refused with the others; one large request in flight
+        among few others does not close the budget to small ones that fit."""
         with self._lock:
             room = self.limit - self.held
             if not self.holders or room >= min(self.held / self.holders,

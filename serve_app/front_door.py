@@ -11,10 +11,10 @@ Retry-After at once. Health probes are never refused.
 In the Ingress's app it also asks a route's gate, where the Ingress gives one: a route
 whose budget is as good as full (serve_app/budget.py: less room left than the average
 request in flight and than a sixteenth of the limit) is refused here, before its body is
-read. Reading and parsing a body only to refuse it
-costs the Ingress about 4 ms on 2 cores; under a burst of 800 embedding requests, 112 such
-requests were what every refusal queued behind them waited for (bench/overload.py:
-refusal p99 0.9-1.1 s, 0.4 s without them).
+read. Reading and parsing a body only to refuse it costs the Ingress about 4 ms on 2
+cores; under a burst of 800 embedding requests, 112 such requests were what every refusal
+queued behind them waited for (bench/overload.py: refusal p99 0.9-1.1 s, 0.4 s without
+them; ADR 010).
 
 It runs in two places (ADR 008). HAProxy (`RAY_SERVE_ENABLE_HA_PROXY`) hands requests
 straight to the Ingress replicas' own HTTP servers, so the middleware wraps the Ingress's
@@ -130,9 +130,14 @@ class FrontDoor:
                               f"flight): retry after {RETRY_AFTER_S} s",
                               {"in_flight": self.max_requests},
                               {"Retry-After": str(RETRY_AFTER_S)})
-        root = scope.get("root_path", "")
-        gate = self.gates.get(path[len(root):] if root and path.startswith(root) else path)
+        gate = self.gates.get(app_path(scope))
         return gate() if gate else None
+
+
+def app_path(scope: Message) -> str:
+    """The request's path below the application's route prefix (Serve's root_path)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 def register_gates(gates: Mapping[str, Gate]) -> None:
