@@ -20,6 +20,7 @@ from ray.serve.metrics import Counter
 
 from deployments.batching import WhenFreeBatcher
 from deployments.engines.embedding import ENGINES, Tokenized
+from deployments.model_thread import run_on_model_thread
 from deployments.models import ModelSpec
 from deployments.replica import ModelReplica
 from serve_app.kernel.errors import InvalidInput
@@ -158,7 +159,7 @@ class Embedding(ModelReplica):
         return [item for part in parts for item in part]
 
     async def _embed_batch(self, jobs: list[EmbedJob]) -> list[list[dict[str, Any]]]:
-        return await self.follower.run(lambda: asyncio.to_thread(self._run, jobs))
+        return await self.follower.run(lambda: run_on_model_thread(self._run, jobs))
 
     def _run(self, jobs: list[EmbedJob]) -> list[list[dict[str, Any]]]:
         want = frozenset().union(*(job.want for job in jobs))

@@ -14,6 +14,7 @@ import ray
 from ray.serve.handle import DeploymentHandle
 
 from deployments.model_store import ensure_present
+from deployments.model_thread import call_on_model_thread, run_on_model_thread
 from deployments.models import ModelSpec
 from deployments.residency.controller import ReplicaReport, gpu_key
 from deployments.residency.monitors import (
@@ -157,7 +158,7 @@ class PlacementFollower:
         async with self.lock:
             if placement != self.placement:
                 started = time.monotonic()
-                await asyncio.to_thread(self.move, placement)
+                await run_on_model_thread(self.move, placement)
                 logger.info("%s moved %s -> %s in %.1f s", self.deployment, self.placement,
                             placement, time.monotonic() - started)
                 self.placement, self.moves = placement, self.moves + 1
@@ -286,7 +287,7 @@ class ModelReplica:
             cap_gpu_memory()
         self.device = torch_device(placement) if holds_weights else "cpu"
         ensure_present(spec, settings)  # where the catalog allows it: pulled, else says how
-        self.engine = make_engine(self.device)
+        self.engine = call_on_model_thread(make_engine, self.device)
         # Model compute yields the CPU to the ingress and proxy, which must keep answering
         # (503s within a second, health checks) while every core is busy with models. Not
         # before the engine is built: a cold start waits for the slowest model to load.
@@ -335,7 +336,7 @@ class ModelReplica:
         async with self._trained_lock:
             changes = trained.changes()
             if changes:
-                await asyncio.to_thread(self.load_trained, changes)
+                await run_on_model_thread(self.load_trained, changes)
                 trained.loaded.update(changes)
                 logger.info("%s serves trained versions %s", self.deployment_name,
                             trained.loaded)
@@ -354,4 +355,5 @@ class ModelReplica:
         await self.sync_trained()
 
     def load_trained(self, changes: dict[str, int | None]) -> None:
-        """Build the engines of these versions (a thread; the deployment overrides it)."""
+        """Build the engines of these versions (on the model thread; the deployment
+        overrides it)."""

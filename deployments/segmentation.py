@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, ClassVar
 
 import numpy as np
@@ -10,6 +9,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.engines.segmentation import ENGINES
+from deployments.model_thread import run_on_model_thread
 from deployments.models import ModelSpec
 from deployments.replica import ModelReplica
 from serve_app.kernel.pages import Segmentation as PageSegmentation
@@ -62,7 +62,7 @@ class Segmentation(ModelReplica):
         """The page's lines and regions, and which model found them."""
         await self.sync_trained()
         found: PageSegmentation = await self.follower.run(
-            lambda: asyncio.to_thread(self.engine.segment, image))
+            lambda: run_on_model_thread(self.engine.segment, image))
         return {**found, **self.model_version()}
 
     async def describe(self) -> dict[str, Any]:

@@ -7,7 +7,6 @@ too. The ingress segments a page first and hands the lines over with the image.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 from statistics import fmean
@@ -16,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from deployments.engines.ocr.base import EngineUnavailable
+from deployments.model_thread import run_on_model_thread
 from deployments.models import ModelSpec, required_weights, resolve_weights
 from serve_app.kernel.errors import InvalidInput
 from serve_app.kernel.geometry import bbox_of
@@ -56,7 +56,7 @@ class KrakenRecognitionEngine:
         if lines is None:
             raise InvalidInput("engine kraken recognises segmented lines: send the page "
                                "through /v1/ocr, which segments it first")
-        return await asyncio.to_thread(self._recognize, image, lines)
+        return await run_on_model_thread(self._recognize, image, lines)
 
     def _recognize(self, image: np.ndarray, lines: list[BaselineLine]) -> list[Line]:
         from kraken.containers import BaselineLine, Segmentation

@@ -10,7 +10,6 @@ Concurrent pages (the ingress keeps several in flight) are batched into one call
 
 from __future__ import annotations
 
-import asyncio
 import html
 import re
 import threading
@@ -20,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from deployments.batching import WhenFreeBatcher
+from deployments.model_thread import run_on_model_thread
 from deployments.models import ModelSpec, required_weights
 from serve_app.kernel.errors import ModelMissing
 from serve_app.kernel.geometry import bbox_of, confidence
@@ -99,7 +99,7 @@ class SuryaEngine:
         return await self._pages(image)
 
     async def _read_in_thread(self, images: list[np.ndarray]) -> list[list[Line]]:
-        return await asyncio.to_thread(self.read, images)
+        return await run_on_model_thread(self.read, images)
 
     def read(self, images: list[np.ndarray]) -> list[list[Line]]:
         """One detection and one recognition call for all the pages."""

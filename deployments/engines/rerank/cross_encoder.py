@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import ClassVar
 
 from deployments.engines.rerank.base import RerankJob, split_scores
+from deployments.model_thread import run_on_model_thread
 from deployments.models import ModelSpec, resolve_weights
 from serve_app.kernel.settings import Settings
 
@@ -34,7 +34,7 @@ class CrossEncoderEngine:
         self.device = device
 
     async def score(self, jobs: list[RerankJob]) -> list[list[float]]:
-        return await asyncio.to_thread(self._score, jobs)
+        return await run_on_model_thread(self._score, jobs)
 
     def _score(self, jobs: list[RerankJob]) -> list[list[float]]:
         """Every job's pairs tokenized unpadded, run longest first in forwards of at most

@@ -1,0 +1,117 @@
+"""A replica's torch work runs on one thread: libgomp keeps a team of workers for every
+thread that calls torch, and more teams than CPUs make its workers sleep between parallel
+regions (9-15% slower forwards in a replica, docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from deployments import replica
+from deployments.embedding import Embedding
+from deployments.engines.embedding import DenseEncoder
+from deployments.model_thread import call_on_model_thread, run_on_model_thread
+from deployments.models import load_catalog
+from deployments.replica import PlacementFollower
+from serve_app.kernel.settings import Settings
+
+
+def test_work_runs_on_one_thread_in_the_order_asked_and_may_nest() -> None:
+    async def run() -> list[tuple[str, int]]:
+        done: list[tuple[str, int]] = []
+        await asyncio.gather(*(run_on_model_thread(
+            lambda n=n: done.append((threading.current_thread().name, n))) for n in range(5)))
+        return done
+
+    done = asyncio.run(run())
+    assert [n for _, n in done] == [0, 1, 2, 3, 4]
+    names = {name for name, _ in done}
+    assert len(names) == 1 and names != {threading.current_thread().name}
+    # A start that builds an engine which itself asks for the model thread does not wait
+    # for itself.
+    inner = call_on_model_thread(lambda: call_on_model_thread(threading.current_thread))
+    assert inner.name in names
+
+
+class NoRay:
+    """ray.get_runtime_context() of a CPU replica, outside a Ray worker."""
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        return {}
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        return {}
+
+    def get_node_id(self) -> str:
+        return "node"
+
+
+def test_the_embedding_replica_runs_its_warm_up_and_every_forward_on_one_thread(
+        clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
+    clean_env.setenv("MODEL_REPLICA_NICENESS", "0")  # not the test process's own niceness
+    clean_env.setattr(replica.ray, "get_runtime_context", NoRay)
+    threads: list[str] = []
+    forward = DenseEncoder.forward
+
+    def recorded(self: DenseEncoder, batch: list[list[int]], want: frozenset[str]) -> Any:
+        threads.append(threading.current_thread().name)
+        return forward(self, batch, want)
+
+    clean_env.setattr(DenseEncoder, "forward", recorded)
+
+    async def run() -> list[list[dict[str, Any]]]:
+        embedding = object.__new__(Embedding.func_or_class)
+        await embedding.__init__(load_catalog()["all-minilm-l6-v2"], Settings.load())
+        assert threads, "the start measures a forward's cost"
+        return await asyncio.gather(*(embedding.embed([f"Brief Nummer {n}", "Hallo"], ["dense"])
+                                      for n in range(6)))
+
+    answers = asyncio.run(run())
+    assert [len(answer) for answer in answers] == [2] * 6
+    assert len(set(threads)) == 1, f"torch ran on {sorted(set(threads))}"
+    assert threads[0] != threading.current_thread().name
+
+
+def test_a_move_runs_on_the_model_thread() -> None:
+    where: list[str] = []
+    follower = PlacementFollower("Embedding", SimpleNamespace(), lambda placement: where.append(
+        threading.current_thread().name), "gpu", 1.0)
+    model_thread = call_on_model_thread(lambda: threading.current_thread().name)
+    asyncio.run(follower.move_to("cpu"))
+    assert where == [model_thread] and follower.placement == "cpu"
+
+
+@pytest.mark.parametrize(("engine", "call", "work"), [
+    ("deployments.engines.rerank.cross_encoder:CrossEncoderEngine",
+     lambda engine: engine.score([]), "_score"),
+    ("deployments.engines.ocr.kraken:KrakenRecognitionEngine",
+     lambda engine: engine.recognize(None, {"segmentation": []}), "_recognize"),
+    ("deployments.engines.ocr.surya:SuryaEngine", lambda engine: engine._read_in_thread([]),
+     "read"),
+])
+def test_the_torch_engines_run_their_work_on_the_model_thread(engine: str, call: Any,
+                                                              work: str) -> None:
+    import importlib
+
+    module, name = engine.split(":")
+    instance = object.__new__(getattr(importlib.import_module(module), name))
+    setattr(instance, work, lambda *args: threading.current_thread().name)
+    model_thread = call_on_model_thread(lambda: threading.current_thread().name)
+    assert asyncio.run(call(instance)) == model_thread
+
+
+def test_the_segmentation_replica_segments_on_the_model_thread() -> None:
+    from deployments.segmentation import Segmentation
+
+    segmentation = object.__new__(Segmentation.func_or_class)
+    segmentation.spec = SimpleNamespace(name="kraken-blla", trained=None)
+    segmentation.follower = PlacementFollower("Segmentation", None, lambda _: None, "cpu", 1.0)
+    segmentation.engine = SimpleNamespace(
+        segment=lambda image: {"thread": threading.current_thread().name})
+    model_thread = call_on_model_thread(lambda: threading.current_thread().name)
+    assert asyncio.run(segmentation.segment(None))["thread"] == model_thread
