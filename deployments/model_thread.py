@@ -5,8 +5,8 @@ worker threads for each Python thread that calls into torch. While all teams' th
 number no more than the CPUs, a worker spins briefly after a region and takes the next one
 at once; with more, libgomp throttles the spin and its workers sleep between regions, to be
 woken for every one. A replica that built its model on its event loop and ran forwards in
-`asyncio.to_thread`'s threads had two teams on two cores: its forwards ran 9-15% slower
-(docs/benchmarks.md, "one thread for the model"). So loading, warm-up, moves and every
+`asyncio.to_thread`'s threads had two teams on two cores: its forwards ran 9-17% slower
+(docs/benchmarks.md, embeddings against infinity-emb). So loading, warm-up, moves and every
 forward of a torch model run here, one at a time, in the order they were asked for.
 
 Work that is not torch (tokenizing, onnxruntime, tesseract) keeps its own threads.
