@@ -3,6 +3,7 @@ and the requests that were accepted still answer."""
 
 from __future__ import annotations
 
+import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -64,6 +65,15 @@ def test_beyond_its_requests_in_flight_the_proxy_refuses_at_once_and_health_answ
 
 
 
+def complete(answer: bytes) -> bool:
+    """Whether an HTTP answer's headers and its Content-Length of body have arrived."""
+    head, separator, body = answer.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    match = re.search(rb"^content-length:\s*(\d+)", head.lower(), re.M)
+    return match is None or len(body) >= int(match.group(1))
+
+
 def test_while_the_embedding_budget_is_full_a_request_is_refused_before_its_body_arrives(
     service: dict[str, object], client: httpx.Client
 ) -> None:
@@ -76,13 +86,20 @@ def test_while_the_embedding_budget_is_full_a_request_is_refused_before_its_body
     long_texts = [" ".join([text] * 40) for text in TEXTS]  # truncated to the model's limit
 
     def probe() -> bytes:
-        """What the service answered a request whose body never finishes, within 0.5 s."""
+        """What the service answered a request whose body never finishes, within 0.5 s:
+        its whole answer, which may arrive in more than one segment."""
+        answer = b""
         with socket.create_connection((url.host, url.port), timeout=0.5) as connection:
             connection.sendall(head.encode())
             try:
-                return connection.recv(4096)
+                while not complete(answer):
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        break
+                    answer += chunk
             except TimeoutError:
-                return b""  # let in: the service waits for the rest of the body
+                pass  # nothing yet: let in, the service waits for the rest of the body
+        return answer
 
     answers: list[bytes] = []
     with ThreadPoolExecutor(1) as pool:
