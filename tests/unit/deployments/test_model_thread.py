@@ -1,6 +1,6 @@
 """A replica's torch work runs on one thread: libgomp keeps a team of workers for every
 thread that calls torch, and more teams than CPUs make its workers sleep between parallel
-regions (9-15% slower forwards in a replica, docs/benchmarks.md)."""
+regions (9-17% slower forwards in a replica, docs/benchmarks.md)."""
 
 from __future__ import annotations
 
