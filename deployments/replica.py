@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
@@ -48,6 +49,21 @@ def cap_gpu_memory() -> None:
     share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
     if share and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(min(1.0, share * GPU_HEADROOM))
+
+
+def thread_ids() -> set[int]:
+    """This process's threads as the kernel numbers them (none where /proc is missing)."""
+    try:
+        return {int(name) for name in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def lower_priority(thread: int, by: int) -> None:
+    """Raise one thread's nice value by `by` (never needs privileges); a thread that has
+    ended meanwhile is left alone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + by)
 
 
 def gpu_allocated_mb() -> int | None:
@@ -287,11 +303,18 @@ class ModelReplica:
             cap_gpu_memory()
         self.device = torch_device(placement) if holds_weights else "cpu"
         ensure_present(spec, settings)  # where the catalog allows it: pulled, else says how
+        before = thread_ids()
         self.engine = call_on_model_thread(make_engine, self.device)
         # Model compute yields the CPU to the ingress and proxy, which must keep answering
         # (503s within a second, health checks) while every core is busy with models. Not
         # before the engine is built: a cold start waits for the slowest model to load.
+        # Linux keeps a nice value per thread, and a thread starts with its creator's: so
+        # this thread (tokenizing, batching), the model thread and the threads the engine's
+        # start began (torch's OpenMP workers) each lower their own.
+        model_compute = (thread_ids() - before) | {call_on_model_thread(threading.get_native_id)}
         os.nice(settings.model_niceness)
+        for thread in model_compute - {threading.get_native_id()}:
+            lower_priority(thread, settings.model_niceness)
         follows = residency if holds_weights and share else None
         simulated = settings.vram_fake_total_mb is not None
         self.follower = PlacementFollower(

@@ -5,6 +5,7 @@ regions (9-17% slower forwards in a replica, docs/benchmarks.md)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -115,3 +116,51 @@ def test_the_segmentation_replica_segments_on_the_model_thread() -> None:
         segment=lambda image: {"thread": threading.current_thread().name})
     model_thread = call_on_model_thread(lambda: threading.current_thread().name)
     assert asyncio.run(segmentation.segment(None))["thread"] == model_thread
+
+
+NICENESS_PROBE = """
+import asyncio, json, os, threading
+from deployments import replica
+from deployments.embedding import Embedding
+from deployments.model_thread import call_on_model_thread
+from deployments.models import load_catalog
+from serve_app.kernel.settings import Settings
+
+class NoRay:
+    def get_assigned_resources(self): return {}
+    def get_accelerator_ids(self): return {}
+    def get_node_id(self): return "node"
+
+replica.ray.get_runtime_context = NoRay
+base = os.getpriority(os.PRIO_PROCESS, 0)
+before = replica.thread_ids()
+
+async def start():
+    embedding = object.__new__(Embedding.func_or_class)
+    await embedding.__init__(load_catalog()["all-minilm-l6-v2"], Settings.load())
+
+asyncio.run(start())
+model = call_on_model_thread(threading.get_native_id)
+started = {t: os.getpriority(os.PRIO_PROCESS, t) - base
+           for t in replica.thread_ids() - before if t != model}
+print(json.dumps({"model": os.getpriority(os.PRIO_PROCESS, model) - base,
+                  "this": os.getpriority(os.PRIO_PROCESS, 0) - base,
+                  "started": sorted(started.values())}))
+"""
+
+
+def test_model_compute_runs_at_the_replicas_lower_priority(clean_env: pytest.MonkeyPatch,
+                                                           tmp_path: Any) -> None:
+    """The model thread and the OpenMP workers it started yield as the replica's event loop
+    does: Linux keeps a nice value per thread. Its own process: niceness cannot be undone."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OCR_SIDECAR_API_KEY": "k", "MODEL_REPLICA_NICENESS": "3",
+           "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", NICENESS_PROBE], env=env, text=True,
+                          capture_output=True, timeout=300, check=True)
+    niceness = json.loads(done.stdout.strip().splitlines()[-1])
+    assert niceness["model"] == 3 and niceness["this"] == 3
+    assert niceness["started"] and set(niceness["started"]) == {3}, niceness
