@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -125,11 +126,7 @@ from deployments.embedding import Embedding
 from deployments.model_thread import call_on_model_thread
 from deployments.models import load_catalog
 from serve_app.kernel.settings import Settings
-
-class NoRay:
-    def get_assigned_resources(self): return {}
-    def get_accelerator_ids(self): return {}
-    def get_node_id(self): return "node"
+from tests.unit.deployments.test_model_thread import NoRay
 
 replica.ray.get_runtime_context = NoRay
 base = os.getpriority(os.PRIO_PROCESS, 0)
@@ -149,8 +146,8 @@ print(json.dumps({"model": os.getpriority(os.PRIO_PROCESS, model) - base,
 """
 
 
-def test_model_compute_runs_at_the_replicas_lower_priority(clean_env: pytest.MonkeyPatch,
-                                                           tmp_path: Any) -> None:
+def test_model_compute_runs_at_the_replicas_lower_priority(
+        clean_env: pytest.MonkeyPatch) -> None:
     """The model thread and the OpenMP workers it started yield as the replica's event loop
     does: Linux keeps a nice value per thread. Its own process: niceness cannot be undone."""
     import json
@@ -159,8 +156,9 @@ def test_model_compute_runs_at_the_replicas_lower_priority(clean_env: pytest.Mon
 
     env = {**os.environ, "OCR_SIDECAR_API_KEY": "k", "MODEL_REPLICA_NICENESS": "3",
            "OMP_NUM_THREADS": "2"}
+    root = Path(__file__).resolve().parents[3]  # where `tests` imports from
     done = subprocess.run([sys.executable, "-c", NICENESS_PROBE], env=env, text=True,
-                          capture_output=True, timeout=300, check=True)
+                          capture_output=True, timeout=300, check=True, cwd=root)
     niceness = json.loads(done.stdout.strip().splitlines()[-1])
     assert niceness["model"] == 3 and niceness["this"] == 3
     assert niceness["started"] and set(niceness["started"]) == {3}, niceness
