@@ -3,8 +3,9 @@
 A request is tokenized on arrival and queued as jobs of at most MAX_JOB_TOKENS tokens;
 when a batch's forwards end, the next batch takes the queued jobs up to MAX_BATCH_TOKENS
 tokens (deployments/batching.py); its texts run sorted by length, cut into forwards where
-the padding saved pays for another forward's fixed cost (`plan_forwards`), through the
-engine of deployments/engines/embedding.
+that saves more than another forward's fixed cost (`plan_forwards`), through the engine of
+deployments/engines/embedding, which packs a forward's texts into rows without padding
+where the model allows.
 """
 
 from __future__ import annotations
@@ -69,15 +70,18 @@ def split_into_jobs(tokens: list[Tokenized], want: frozenset[str],
     return jobs
 
 
-def plan_forwards(lengths: list[int], overhead: float, max_texts: int = MAX_BATCH_TEXTS,
+def plan_forwards(lengths: list[int], overhead: float, packed: bool = False,
+                  max_texts: int = MAX_BATCH_TEXTS,
                   max_tokens: int = MAX_BATCH_TOKENS) -> list[tuple[int, int]]:
     """Cut texts sorted longest first into forwards of the least cost, as (start, end).
 
-    A forward costs `overhead` (its fixed cost, in padded tokens) plus its texts times its
-    longest text. Fixed-size chunks of a batch spanning many lengths pad the short texts to
-    the long ones (512 sentences of 6-14 words in two forwards ran at 0.75 of planned ones).
-    Texts of one length never need cutting, so the search runs over the distinct lengths,
-    of which a batch of MAX_BATCH_TOKENS tokens has a few hundred at most."""
+    A forward costs `overhead` (its fixed cost, in tokens) plus the tokens it computes:
+    padded, its texts times its longest text; `packed` (engines/embedding/packing.py),
+    its texts' own tokens, so packed forwards are cut only at the bounds. Fixed-size chunks
+    of a padded batch spanning many lengths pad the short texts to the long ones (512
+    sentences of 6-14 words in two forwards ran at 0.75 of planned ones). Texts of one
+    length never need cutting, so the search runs over the distinct lengths, of which a
+    batch of MAX_BATCH_TOKENS tokens has a few hundred at most."""
     runs: list[tuple[int, int, int]] = []  # (length, first index, count), longest first
     for index, length in enumerate(lengths):
         if runs and runs[-1][0] == length:
@@ -91,11 +95,13 @@ def plan_forwards(lengths: list[int], overhead: float, max_texts: int = MAX_BATC
     best = [0.0] + [math.inf] * len(runs)  # best[j]: least cost of the first j runs
     first = [0] * (len(runs) + 1)  # the first run of the last group in that plan
     for end in range(1, len(runs) + 1):
-        count = 0
+        count = tokens = 0
         for start in range(end - 1, -1, -1):
-            count += runs[start][2]
-            longest = runs[start][0]
-            cost = best[start] + forwards(count, longest) * overhead + count * longest
+            length, _, run_count = runs[start]
+            count += run_count
+            tokens += run_count * length
+            computed = tokens if packed else count * length
+            cost = best[start] + forwards(count, length) * overhead + computed
             if cost < best[end]:
                 best[end], first[end] = cost, start
     spans: list[tuple[int, int]] = []
@@ -169,7 +175,7 @@ class Embedding(ModelReplica):
         items.sort(key=lambda item: -len(item[2].ids))
         results: list[list[dict[str, Any]]] = [[{} for _ in job.tokens] for job in jobs]
         plan = plan_forwards([len(tokens.ids) for _, _, tokens in items],
-                             self.engine.forward_overhead)
+                             self.engine.forward_overhead, self.engine.packs)
         for start, end in plan:
             chunk = items[start:end]
             outputs = self.engine.forward([tokens.ids for _, _, tokens in chunk], want)

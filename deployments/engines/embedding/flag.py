@@ -5,7 +5,8 @@ Models load through FlagEmbedding, so their pooling, heads and normalisation are
 real ones, but the forward runs here: `encode()` first runs a batch-size probe forward
 on its longest inputs on every call, so a micro-batch through it costs two forwards
 (measured on 2 cores with all-MiniLM-L6-v2: 187-209 sentences/s through encode per 64
-sentences, against 553 for the model's own forward; docs/architecture.md).
+sentences, against 553 for the model's own forward; docs/architecture.md). The encoder
+runs packed where the architecture allows (packing.py): no token of a forward is padding.
 """
 
 from __future__ import annotations
@@ -41,10 +42,14 @@ class FlagEncoder(ABC):
     def __init__(self, spec: ModelSpec, settings: Settings, device: str) -> None:
         """Load the model through FlagEmbedding, then `_use` its tokenizer and network."""
 
-    def _use(self, tokenizer: Any, model: Any, device: str, max_length: int) -> None:
+    def _use(self, tokenizer: Any, model: Any, device: str, max_length: int,
+             packs: bool) -> None:
+        """`packs`: the model's encoder runs packed (engines/embedding/packing.py), so a
+        forward's cost is its texts' tokens, not its texts times its longest."""
         import torch
 
         self.torch = torch
+        self.packs = packs
         self.tokenizer = tokenizer
         self.model = model.to(device).eval()
         self.device = device
@@ -81,8 +86,8 @@ class FlagEncoder(ABC):
         self.forward_overhead = self.measure_forward_overhead()
 
     def measure_forward_overhead(self) -> float:
-        """A forward's fixed cost on this device, in padded tokens: what cutting a batch
-        into one more forward must save in padding to pay (Embedding's plan). About 40 for
+        """A forward's fixed cost on this device, in tokens: what cutting a batch into one
+        more forward must save to pay (Embedding's plan). About 40 for
         MiniLM on 2 CPU cores; on a GPU, where tokens are cheap and launches are not, far
         more. The first forward is a warm-up, which also spares the first request the
         kernels' set-up."""
@@ -114,10 +119,14 @@ class DenseEncoder(FlagEncoder):
     def __init__(self, spec: ModelSpec, settings: Settings, device: str):
         from FlagEmbedding import FlagModel
 
+        from deployments.engines.embedding.packing import PackedEncoder, packed
+
         self.flag = FlagModel(str(resolve_weights(spec, settings)), pooling_method=spec.pooling,
                               normalize_embeddings=True, use_fp16=False, devices=[device])
         limit = int(spec.options.get("max_length", DEFAULT_MAX_LENGTH))
-        self._use(self.flag.tokenizer, self.flag.model, device, limit)
+        encoder = packed(self.flag.model)
+        self._use(self.flag.tokenizer, encoder, device, limit,
+                  isinstance(encoder, PackedEncoder))
 
     def forward(self, batch: list[list[int]], want: frozenset[str]) -> list[dict[str, Any]]:
         ids, mask = self.pad(batch)
@@ -137,10 +146,14 @@ class M3Encoder(FlagEncoder):
     def __init__(self, spec: ModelSpec, settings: Settings, device: str):
         from FlagEmbedding import BGEM3FlagModel
 
+        from deployments.engines.embedding.packing import PackedEncoder, packed
+
         self.m3 = BGEM3FlagModel(str(resolve_weights(spec, settings)), use_fp16=False,
                                  devices=[device], normalize_embeddings=True)
         limit = int(spec.options.get("max_length", 8192))
-        self._use(self.m3.tokenizer, self.m3.model, device, limit)
+        self.m3.model.model = packed(self.m3.model.model)  # its heads run on what it gives
+        self._use(self.m3.tokenizer, self.m3.model, device, limit,
+                  isinstance(self.m3.model.model, PackedEncoder))
         special = self.tokenizer.all_special_ids
         self.special_ids = frozenset(int(i) for i in special)
 

@@ -40,6 +40,16 @@ def test_forwards_are_not_cut_when_the_padding_saved_is_less_than_a_forward() ->
     assert plan_forwards(lengths, overhead=8) == [(0, 16), (16, 32)]
 
 
+def test_packed_forwards_are_cut_only_at_the_bounds() -> None:
+    """Packed, a forward computes its texts' own tokens whatever their lengths: the long
+    texts that padded would get a forward of their own share one with the short ones, and
+    only MAX_BATCH_TEXTS cuts."""
+    lengths = [120] * 4 + [12] * 64
+    assert plan_forwards(lengths, overhead=40, packed=True) == [(0, 68)]
+    many = [12] * (MAX_BATCH_TEXTS + 10)
+    assert plan_forwards(many, overhead=40, packed=True) == [(0, 133), (133, 266)]
+
+
 def test_a_plan_covers_every_text_once_in_order_within_the_bounds() -> None:
     lengths = sorted(((i * 37) % 300 + 1 for i in range(1000)), reverse=True)
     plan = plan_forwards(lengths, overhead=40, max_tokens=4096)

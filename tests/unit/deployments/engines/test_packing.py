@@ -1,0 +1,87 @@
+"""Packed forwards give each text what the encoder gives it alone, and the engines use them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from deployments.engines.embedding import DenseEncoder, M3Encoder
+from deployments.engines.embedding.packing import PACK_WIDTH, PackedEncoder, pack_rows
+from deployments.models import ModelSpec, load_catalog
+from serve_app.kernel.settings import Settings
+
+# Lengths that share rows (several short texts in one) and one text over PACK_WIDTH.
+TEXTS = ["Hallo", "Der Hund bellt im Garten.", "Liebe Mutter,",
+         "Liebe Mutter, wir sind gut in Hamburg angekommen, und das Wetter ist schön, aber "
+         "die Koffer sind noch unterwegs und der Onkel lässt grüßen.", "Ja.", "Gruß, Anna"]
+
+
+@pytest.fixture
+def settings(clean_env: pytest.MonkeyPatch) -> Settings:
+    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
+    return Settings.load()
+
+
+def test_rows_hold_every_text_once_longest_first_within_the_width() -> None:
+    lengths = [20, 12, 12, 8, 30, 45]
+    rows = pack_rows(lengths, 32)
+    assert rows == [[5], [4], [0, 1], [2, 3]]  # 45 is over the width: a row of its own
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+
+
+def _engines(tiny_models: dict[str, str], settings: Settings) -> list[DenseEncoder | M3Encoder]:
+    m3 = ModelSpec(name="tiny-m3", kind="embedding", engine="bge-m3", footprint_mb=1,
+                   path=tiny_models["m3"])
+    return [DenseEncoder(load_catalog()["all-minilm-l6-v2"], settings, "cpu"),
+            M3Encoder(m3, settings, "cpu")]
+
+
+def _packed_encoder(engine: DenseEncoder | M3Encoder) -> PackedEncoder:
+    encoder = engine.model if isinstance(engine, DenseEncoder) else engine.model.model
+    assert isinstance(encoder, PackedEncoder) and engine.packs
+    return encoder
+
+
+def test_each_text_gets_what_the_encoder_gives_it_alone(tiny_models: dict[str, str],
+                                                        settings: Settings) -> None:
+    """BERT (MiniLM) and XLM-R (BGE-M3's layout; its positions start past the padding
+    index): a text's hidden states do not depend on the texts packed beside it."""
+    for engine in _engines(tiny_models, settings):
+        packer = _packed_encoder(engine)
+        ids, mask = engine.pad([t.ids for t in engine.tokenize(TEXTS, None)])
+        assert any(len(row) > 1 for row in pack_rows(mask.sum(1).tolist(), PACK_WIDTH))
+        with torch.inference_mode():
+            together = packer(input_ids=ids, attention_mask=mask).last_hidden_state
+            for row, length in enumerate(mask.sum(1).tolist()):
+                alone = packer.encoder(input_ids=ids[row:row + 1, :length],
+                                       attention_mask=mask[row:row + 1, :length]
+                                       ).last_hidden_state[0]
+                torch.testing.assert_close(together[row, :length], alone, atol=1e-5,
+                                           rtol=1e-4)
+                assert not together[row, length:].any()  # padding stays empty
+
+
+def test_the_engines_run_their_encoder_on_packed_rows(tiny_models: dict[str, str],
+                                                      settings: Settings) -> None:
+    """What the encoder computes is the texts' tokens (and a row's unused end), not the
+    texts times the longest."""
+    for engine in _engines(tiny_models, settings):
+        packer = _packed_encoder(engine)
+        shapes: list[tuple[int, ...]] = []
+
+        def record(_: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   seen: list[tuple[int, ...]] = shapes) -> None:
+            seen.append(tuple(kwargs["input_ids"].shape))
+
+        hook = packer.encoder.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            tokens = [t.ids for t in engine.tokenize(TEXTS, None)]
+            engine.forward(tokens, frozenset({"dense"}))
+        finally:
+            hook.remove()
+        rows, width = shapes[0]
+        lengths = sorted((len(ids) for ids in tokens), reverse=True)
+        assert rows < len(tokens)  # short texts share rows
+        assert rows * width < len(tokens) * lengths[0]
