@@ -69,7 +69,9 @@ class PackedEncoder(torch.nn.Module):
         self.first_position = encoder.config.pad_token_id + 1 if after_padding else 0
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                return_dict: bool = True, **_: Any) -> BaseModelOutput:
+                return_dict: bool = True) -> BaseModelOutput:
+        """Every other input an encoder takes (token types, positions) would be lost in
+        the packing, so none is accepted."""
         texts, longest = input_ids.shape
         lengths = attention_mask.sum(dim=1).tolist()
         rows = pack_rows(lengths, max(self.width, longest))
