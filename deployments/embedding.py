@@ -70,18 +70,20 @@ def split_into_jobs(tokens: list[Tokenized], want: frozenset[str],
     return jobs
 
 
-def plan_forwards(lengths: list[int], overhead: float, packed: bool = False,
+def plan_forwards(lengths: list[int], overhead: float, padding_cost: float = 1.0,
                   max_texts: int = MAX_BATCH_TEXTS,
                   max_tokens: int = MAX_BATCH_TOKENS) -> list[tuple[int, int]]:
     """Cut texts sorted longest first into forwards of the least cost, as (start, end).
 
-    A forward costs `overhead` (its fixed cost, in tokens) plus the tokens it computes:
-    padded, its texts times its longest text; `packed` (engines/embedding/packing.py),
-    its texts' own tokens, so packed forwards are cut only at the bounds. Fixed-size chunks
-    of a padded batch spanning many lengths pad the short texts to the long ones (512
-    sentences of 6-14 words in two forwards ran at 0.75 of planned ones). Texts of one
-    length never need cutting, so the search runs over the distinct lengths, of which a
-    batch of MAX_BATCH_TOKENS tokens has a few hundred at most."""
+    A forward costs `overhead` (its fixed cost, in tokens), its texts' tokens, and its
+    padding (its texts times its longest, less their tokens) at `padding_cost` a token: 1
+    for an engine that pads; less for one that packs (engines/embedding/packing.py), which
+    computes no padding, but whose forwards of mixed lengths still ran slower than the
+    same texts cut by length (FlagEncoder.padding_cost). Fixed-size chunks of a padded
+    batch spanning many lengths pad the short texts to the long ones (512 sentences of
+    6-14 words in two forwards ran at 0.75 of planned ones). Texts of one length never
+    need cutting, so the search runs over the distinct lengths, of which a batch of
+    MAX_BATCH_TOKENS tokens has a few hundred at most."""
     runs: list[tuple[int, int, int]] = []  # (length, first index, count), longest first
     for index, length in enumerate(lengths):
         if runs and runs[-1][0] == length:
@@ -100,7 +102,7 @@ def plan_forwards(lengths: list[int], overhead: float, packed: bool = False,
             length, _, run_count = runs[start]
             count += run_count
             tokens += run_count * length
-            computed = tokens if packed else count * length
+            computed = tokens + padding_cost * (count * length - tokens)
             cost = best[start] + forwards(count, length) * overhead + computed
             if cost < best[end]:
                 best[end], first[end] = cost, start
@@ -178,7 +180,7 @@ class Embedding(ModelReplica):
         items.sort(key=lambda item: -len(item[2].ids))
         results: list[list[dict[str, Any]]] = [[{} for _ in job.tokens] for job in jobs]
         plan = plan_forwards([len(tokens.ids) for _, _, tokens in items],
-                             self.engine.forward_overhead, self.engine.packs)
+                             self.engine.forward_overhead, self.engine.padding_cost)
         for start, end in plan:
             chunk = items[start:end]
             outputs = self.engine.forward([tokens.ids for _, _, tokens in chunk], want)

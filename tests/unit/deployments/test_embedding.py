@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from deployments.embedding import MAX_BATCH_TEXTS, MAX_JOB_TOKENS, plan_forwards, split_into_jobs
 from deployments.engines.embedding import Tokenized
+from deployments.engines.embedding.flag import PACKED_PADDING_COST
 
 
 def test_requests_are_queued_as_jobs_bounded_in_tokens() -> None:
@@ -40,14 +41,15 @@ def test_forwards_are_not_cut_when_the_padding_saved_is_less_than_a_forward() ->
     assert plan_forwards(lengths, overhead=8) == [(0, 16), (16, 32)]
 
 
-def test_packed_forwards_are_cut_only_at_the_bounds() -> None:
-    """Packed, a forward computes its texts' own tokens whatever their lengths: the long
-    texts that padded would get a forward of their own share one with the short ones, and
-    only MAX_BATCH_TEXTS cuts."""
-    lengths = [120] * 4 + [12] * 64
-    assert plan_forwards(lengths, overhead=40, packed=True) == [(0, 68)]
-    many = [12] * (MAX_BATCH_TEXTS + 10)
-    assert plan_forwards(many, overhead=40, packed=True) == [(0, 133), (133, 266)]
+def test_packed_forwards_are_cut_where_lengths_differ_widely_not_for_a_request() -> None:
+    """Packed, a forward computes no padding: one request's 16 mixed sentences stay one
+    forward where a padded plan cuts them in two; long and short texts still part."""
+    request = [21] * 2 + [16] * 6 + [9] * 8
+    assert plan_forwards(request, overhead=58) == [(0, 8), (8, 16)]
+    assert plan_forwards(request, overhead=58, padding_cost=PACKED_PADDING_COST) == [(0, 16)]
+    mixed = [120] * 4 + [12] * 64
+    assert plan_forwards(mixed, overhead=40, padding_cost=PACKED_PADDING_COST) == [
+        (0, 4), (4, 68)]
 
 
 def test_a_plan_covers_every_text_once_in_order_within_the_bounds() -> None:
