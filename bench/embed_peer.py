@@ -1,14 +1,15 @@
 """Embeddings: the service against infinity-emb on the same model, and against the model's
 own length-sorted forward, at concurrency 1, 8, 32 and 128, in one run.
 
-    python bench/embed_peer.py [--sentences 4096] [--per-request 16]
+    python bench/embed_peer.py [--sentences 4096] [--per-request 16] [--rounds 2]
 
 infinity-emb is installed by this script into a venv of its own (bench/.venvs/infinity,
 pinned below) and serves the same MiniLM files from the same package path, on the CPU,
 mean pooling, its defaults otherwise. Both servers get the same OpenAI-shaped requests
 (`/embeddings` there, `/v1/embeddings` here), one server at a time on the same cores. The
 direct baseline is the model's forward over all sentences sorted by length, 64 a batch:
-what a user with the model and no server gets at best. Written to docs/benchmarks.md.
+what a user with the model and no server gets at best. The three run in turn, --rounds
+times, each keeping its fastest round. Written to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -138,16 +139,31 @@ def infinity(texts: list[str], per_request: int
         server.wait(30)
 
 
+def fastest(kept: dict[int, tuple[float, float, float, int]],
+            new: dict[int, tuple[float, float, float, int]]
+            ) -> dict[int, tuple[float, float, float, int]]:
+    """Per concurrency, the round with the higher rate, its latencies and 503s with it."""
+    return {level: max(kept.get(level, new[level]), new[level]) for level in new}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=4096)
     parser.add_argument("--per-request", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     texts = sentences(args.sentences)
-    direct = sorted_forward(texts)
-    peer = infinity(texts, args.per_request)
-    with running_app(embedded_default()) as (url, key):
-        ours = measure(url, "/v1/embeddings", {"X-API-Key": key}, texts, args.per_request)
+    direct = 0.0
+    ours: dict[int, tuple[float, float, float, int]] = {}
+    peer: dict[int, tuple[float, float, float, int]] = {}
+    # This VM's speed drifts within a run, and a slow spell only takes speed away: every
+    # side runs once a round, in turn, and keeps its fastest round at each concurrency.
+    for _ in range(args.rounds):
+        direct = max(direct, sorted_forward(texts))
+        peer = fastest(peer, infinity(texts, args.per_request))
+        with running_app(embedded_default()) as (url, key):
+            ours = fastest(ours, measure(url, "/v1/embeddings", {"X-API-Key": key}, texts,
+                                         args.per_request))
     rows = []
     for level in LEVELS:
         (o, o50, o99, o503), (p, p50, p99, p503) = ours[level], peer[level]
@@ -158,7 +174,9 @@ def main() -> int:
         f"MiniLM-L6 on the CPU (2 cores), {args.sentences} sentences of 6-14 words, "
         f"{args.per_request} per request, OpenAI-shaped requests to both servers; "
         f"the model's own length-sorted forward: {direct:.0f} sentences/s. ocr-graph with "
-        f"config/local.yaml's Embedding, {INFINITY} with its defaults.\n\n"
+        f"config/local.yaml's Embedding, {INFINITY} with its defaults. Each side ran "
+        f"{args.rounds} rounds in turn (sorted forward, infinity, ocr-graph) and keeps its "
+        "fastest at each concurrency.\n\n"
         "| concurrency | ocr-graph sentences/s (of direct) | p50 / p99 s | 503s retried | "
         "infinity sentences/s (of direct) | p50 / p99 s | 503s retried | ocr-graph / "
         "infinity |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
