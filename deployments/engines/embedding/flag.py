@@ -95,7 +95,7 @@ class FlagEncoder(ABC):
 
     def measure_forward_overhead(self) -> float:
         """A forward's fixed cost on this device, in tokens: what cutting a batch into one
-        more forward must save to pay (Embedding's plan). About 40 for
+        more forward must save to pay (Embedding's plan). About 40-60 for
         MiniLM on 2 CPU cores; on a GPU, where tokens are cheap and launches are not, far
         more. The first forward is a warm-up, which also spares the first request the
         kernels' set-up."""
@@ -116,7 +116,8 @@ class FlagEncoder(ABC):
 
     @abstractmethod
     def forward(self, batch: list[list[int]], want: frozenset[str]) -> list[dict[str, Any]]:
-        """One padded forward; per text a dict of the wanted outputs as numpy values."""
+        """One forward (packed where the engine packs); per text a dict of the wanted
+        outputs as numpy values."""
 
 
 class DenseEncoder(FlagEncoder):

@@ -82,6 +82,12 @@ class PackedEncoder(torch.nn.Module):
         row_starts = starts[np.searchsorted(row_of, np.arange(len(rows)))]
         offset_in_row = starts - row_starts[row_of]
         width = int(max((offset_in_row + sizes).max(initial=1), 1))
+        if len(rows) * width >= texts * longest:
+            # Nothing to save (texts of one length, one text a row): the encoder's own
+            # padded forward, without a rows x width x width mask, which for long texts
+            # is large (a text of 8,192 tokens: 64 MB, and four times that as floats).
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                return_dict=True)
         step = np.arange(int(sizes.sum())) - np.repeat(starts, sizes)  # token's place in text
         packed_at = np.repeat(row_of * width + offset_in_row, sizes) + step
         padded_at = np.repeat(order * longest, sizes) + step
@@ -97,7 +103,7 @@ class PackedEncoder(torch.nn.Module):
         segment = input_ids.new_full((cells,), -1)  # padding cells attend to each other only
         segment[packed_at_t] = torch.from_numpy(np.repeat(order, sizes)).to(device)
         segment = segment.view(len(rows), width)
-        mask = (segment[:, :, None] == segment[:, None, :]).to(attention_mask.dtype)
+        mask = segment[:, :, None] == segment[:, None, :]
 
         hidden = self.encoder(input_ids=ids.view(len(rows), width), attention_mask=mask,
                               position_ids=positions.view(len(rows), width),

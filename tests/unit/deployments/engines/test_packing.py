@@ -85,3 +85,26 @@ def test_the_engines_run_their_encoder_on_packed_rows(tiny_models: dict[str, str
         lengths = sorted((len(ids) for ids in tokens), reverse=True)
         assert rows < len(tokens)  # short texts share rows
         assert rows * width < len(tokens) * lengths[0]
+
+
+def test_a_forward_packing_cannot_shrink_runs_padded_without_a_row_mask(
+        tiny_models: dict[str, str], settings: Settings) -> None:
+    """Texts of one length, or one long text: the encoder's own padded forward, with no
+    rows x width x width mask (for a text of 8,192 tokens that mask alone is 64 MB)."""
+    for engine in _engines(tiny_models, settings):
+        packer = _packed_encoder(engine)
+        masks: list[int] = []
+
+        def record(_: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   seen: list[int] = masks) -> None:
+            seen.append(kwargs["attention_mask"].dim())
+
+        hook = packer.encoder.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            long = engine.tokenize([TEXTS[3]], None)[0].ids
+            engine.forward([long], frozenset({"dense"}))
+            engine.forward([long[:20]] * 4, frozenset({"dense"}))
+            engine.forward([t.ids for t in engine.tokenize(TEXTS, None)], frozenset({"dense"}))
+        finally:
+            hook.remove()
+        assert masks == [2, 2, 3]  # padded, padded, packed
