@@ -81,7 +81,7 @@ class PackedEncoder(torch.nn.Module):
         starts = np.cumsum(sizes) - sizes  # each text's start in the rows laid end to end
         row_starts = starts[np.searchsorted(row_of, np.arange(len(rows)))]
         offset_in_row = starts - row_starts[row_of]
-        width = int(max((offset_in_row + sizes).max(initial=1), 1))
+        width = int((offset_in_row + sizes).max(initial=1))
         if len(rows) * width >= texts * longest:
             # Nothing to save (texts of one length, one text a row): the encoder's own
             # padded forward, without a rows x width x width mask, which for long texts
