@@ -49,17 +49,18 @@ class FlagEncoder(ABC):
     def __init__(self, spec: ModelSpec, settings: Settings, device: str) -> None:
         """Load the model through FlagEmbedding, then `_use` its tokenizer and network."""
 
-    def _use(self, tokenizer: Any, model: Any, device: str, max_length: int,
-             packs: bool) -> None:
-        """`packs`: the model's encoder runs packed (engines/embedding/packing.py), so a
-        forward computes no padding."""
+    def _use(self, tokenizer: Any, model: Any, device: str, max_length: int) -> None:
         import torch
 
+        from deployments.engines.embedding.packing import PackedEncoder
+
         self.torch = torch
-        self.packs = packs
-        self.padding_cost = PACKED_PADDING_COST if packs else 1.0
         self.tokenizer = tokenizer
         self.model = model.to(device).eval()
+        # Whether the model's encoder runs packed (packing.py): its forwards compute no
+        # padding, which the plan weighs at PACKED_PADDING_COST.
+        self.packs = any(isinstance(part, PackedEncoder) for part in self.model.modules())
+        self.padding_cost = PACKED_PADDING_COST if self.packs else 1.0
         self.device = device
         self.max_length = max_length
         self.pad_id = tokenizer.pad_token_id or 0
@@ -128,14 +129,12 @@ class DenseEncoder(FlagEncoder):
     def __init__(self, spec: ModelSpec, settings: Settings, device: str):
         from FlagEmbedding import FlagModel
 
-        from deployments.engines.embedding.packing import PackedEncoder, packed
+        from deployments.engines.embedding.packing import packed
 
         self.flag = FlagModel(str(resolve_weights(spec, settings)), pooling_method=spec.pooling,
                               normalize_embeddings=True, use_fp16=False, devices=[device])
         limit = int(spec.options.get("max_length", DEFAULT_MAX_LENGTH))
-        encoder = packed(self.flag.model)
-        self._use(self.flag.tokenizer, encoder, device, limit,
-                  isinstance(encoder, PackedEncoder))
+        self._use(self.flag.tokenizer, packed(self.flag.model), device, limit)
 
     def forward(self, batch: list[list[int]], want: frozenset[str]) -> list[dict[str, Any]]:
         ids, mask = self.pad(batch)
@@ -155,14 +154,13 @@ class M3Encoder(FlagEncoder):
     def __init__(self, spec: ModelSpec, settings: Settings, device: str):
         from FlagEmbedding import BGEM3FlagModel
 
-        from deployments.engines.embedding.packing import PackedEncoder, packed
+        from deployments.engines.embedding.packing import packed
 
         self.m3 = BGEM3FlagModel(str(resolve_weights(spec, settings)), use_fp16=False,
                                  devices=[device], normalize_embeddings=True)
         limit = int(spec.options.get("max_length", 8192))
         self.m3.model.model = packed(self.m3.model.model)  # its heads run on what it gives
-        self._use(self.m3.tokenizer, self.m3.model, device, limit,
-                  isinstance(self.m3.model.model, PackedEncoder))
+        self._use(self.m3.tokenizer, self.m3.model, device, limit)
         special = self.tokenizer.all_special_ids
         self.special_ids = frozenset(int(i) for i in special)
 
