@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.embed_peer import load, sorted_forward  # noqa: E402
 from bench.embed_throughput import sentences  # noqa: E402
+from bench.footprint import label  # noqa: E402
 from bench.overload import embedded_default  # noqa: E402
 from bench.report import write_report  # noqa: E402
 from tests.fixtures.cluster import running_app  # noqa: E402
@@ -105,30 +107,27 @@ def competing_load(share: float) -> Iterator[None]:
 
 
 def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """CPU seconds so far of every process of this run's Ray cluster, HAProxy and this one."""
-    import os
-
+    """CPU seconds so far of this process (the clients) and every process it started (this
+    run's Ray cluster and HAProxy), by pid, with what each is for."""
     import psutil
 
     seen: dict[int, tuple[str, float]] = {}
-    for process in psutil.process_iter(["pid", "cmdline", "name"]):
+    me = psutil.Process(os.getpid())
+    for process in [me, *me.children(recursive=True)]:
         try:
-            line = " ".join(process.info["cmdline"] or [process.info["name"] or ""])
-            if process.pid != os.getpid() and "ray" not in line and "haproxy" not in line:
-                continue
             times = process.cpu_times()
-            seen[process.pid] = (line, times.user + times.system)
+            seen[process.pid] = (role(process, me), times.user + times.system)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return seen
 
 
-def role(line: str) -> str:
-    for marker, name in (("Embedding", "Embedding replica"), ("Ingress", "Ingress replica"),
-                         ("haproxy", "HAProxy"), ("embed_gap", "the clients (this process)")):
-        if marker in line:
-            return name
-    return "Ray and Serve's own processes"
+def role(process: object, me: object) -> str:
+    if process == me:
+        return "the clients (this process)"
+    name = label(process)
+    return {"replica Embedding": "Embedding replica", "replica Ingress": "Ingress replica",
+            "haproxy": "HAProxy"}.get(name, "Ray and Serve's own processes")
 
 
 def service_cpu(texts: list[str]) -> tuple[float, float, dict[str, float], float]:
@@ -145,9 +144,9 @@ def service_cpu(texts: list[str]) -> tuple[float, float, dict[str, float], float
         rate = asyncio.run(load(url, "/v1/embeddings", headers, texts, PER_REQUEST, 32))[0]
         elapsed, after = time.perf_counter() - started, cpu_seconds()
     spent: dict[str, float] = {}
-    for pid, (line, seconds) in after.items():
+    for pid, (name, seconds) in after.items():
         if pid in before:
-            spent[role(line)] = spent.get(role(line), 0.0) + seconds - before[pid][1]
+            spent[name] = spent.get(name, 0.0) + seconds - before[pid][1]
     return rate, elapsed, spent, idle_cores
 
 
