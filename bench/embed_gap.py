@@ -130,6 +130,16 @@ def role(process: object, me: object) -> str:
             "haproxy": "HAProxy"}.get(name, "Ray and Serve's own processes")
 
 
+def spent_between(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+                  ) -> dict[str, float]:
+    """CPU seconds by role between two `cpu_seconds()` snapshots, of the processes in both."""
+    spent: dict[str, float] = {}
+    for pid, (name, seconds) in after.items():
+        if pid in before:
+            spent[name] = spent.get(name, 0.0) + seconds - before[pid][1]
+    return spent
+
+
 def service_cpu(texts: list[str]) -> tuple[float, float, dict[str, float], float]:
     """(sentences/s at 32 clients, run seconds, CPU seconds by role, idle cores)."""
     with running_app(embedded_default()) as (url, key):
@@ -137,17 +147,12 @@ def service_cpu(texts: list[str]) -> tuple[float, float, dict[str, float], float
         asyncio.run(load(url, "/v1/embeddings", headers, texts[:256], PER_REQUEST, 8))
         before, started = cpu_seconds(), time.perf_counter()
         time.sleep(20)
-        after = cpu_seconds()
-        idle = sum(after[pid][1] - before[pid][1] for pid in after if pid in before)
+        idle = sum(spent_between(before, cpu_seconds()).values())
         idle_cores = idle / (time.perf_counter() - started)
         before, started = cpu_seconds(), time.perf_counter()
         rate = asyncio.run(load(url, "/v1/embeddings", headers, texts, PER_REQUEST, 32))[0]
         elapsed, after = time.perf_counter() - started, cpu_seconds()
-    spent: dict[str, float] = {}
-    for pid, (name, seconds) in after.items():
-        if pid in before:
-            spent[name] = spent.get(name, 0.0) + seconds - before[pid][1]
-    return rate, elapsed, spent, idle_cores
+    return rate, elapsed, spent_between(before, after), idle_cores
 
 
 def main() -> int:
