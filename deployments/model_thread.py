@@ -10,15 +10,21 @@ woken for every one. A replica that built its model on its event loop and ran fo
 forward of a torch model run here, one at a time, in the order they were asked for.
 
 Work that is not torch (tokenizing, onnxruntime, tesseract) keeps its own threads.
+
+The thread carries the OS name `ocrg-model`, and so do the OpenMP workers torch starts from
+it (a thread starts with its creator's name): `top -H` and per-thread CPU show the model's
+share of a replica apart from its request handling (bench/embed_gap.py counts it so).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 Params = ParamSpec("Params")
@@ -27,10 +33,13 @@ Result = TypeVar("Result")
 _state = threading.local()
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
+OS_THREAD_NAME = "ocrg-model"
 
 
 def _mark_model_thread() -> None:
     _state.is_model_thread = True
+    with contextlib.suppress(OSError):  # Linux; elsewhere it keeps its inherited name
+        Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_text(OS_THREAD_NAME)
 
 
 def _model_executor() -> ThreadPoolExecutor:

@@ -162,3 +162,23 @@ def test_model_compute_runs_at_the_replicas_lower_priority(
     niceness = json.loads(done.stdout.strip().splitlines()[-1])
     assert niceness["model"] == 3 and niceness["this"] == 3
     assert niceness["started"] and set(niceness["started"]) == {3}, niceness
+
+
+def os_thread_name() -> str:
+    return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux names threads in /proc")
+def test_the_model_thread_and_the_threads_it_starts_carry_its_os_name() -> None:
+    """What `top -H` and bench/embed_gap.py tell the model's threads apart by; torch's
+    OpenMP workers are started from the model thread as this one is."""
+    def started_here() -> str:
+        names: list[str] = []
+        worker = threading.Thread(target=lambda: names.append(os_thread_name()))
+        worker.start()
+        worker.join()
+        return names[0]
+
+    assert call_on_model_thread(os_thread_name) == "ocrg-model"
+    assert call_on_model_thread(started_here) == "ocrg-model"
+    assert os_thread_name() != "ocrg-model"
