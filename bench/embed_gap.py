@@ -8,10 +8,12 @@ forward; this explains the difference, in one run:
 1. The Embedding's own code (`Embedding._run`: plan, packed forwards) in this process, on
    the batches the service forms at 8 and 32 clients of 16 sentences, against the sorted
    forward on the same sentences: what the service would reach with no request path.
-2. Both again while another process takes a fifth of one core in 5 ms bursts, as a
-   request path or Ray's own loops do: what a competing load costs a forward of torch's two
-   threads on two cores.
-3. The service at 32 clients: the CPU each of its processes spent, and its idle cost.
+2. Both with this run's cluster idle beside them, and with its processes stopped
+   (SIGSTOP, as if no cluster ran): what an idle Ray Serve cluster costs a forward of
+   torch's two threads on two cores.
+3. The service at 32 clients: the CPU each of its processes spent, the Embedding
+   replica's split into its model's threads (`ocrg-model`, deployments/model_thread.py)
+   and the rest, and the cluster's idle cost.
 
 Not part of `make bench` (its 15 minutes are spent); written to docs/benchmarks.md.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +39,7 @@ from bench.embed_throughput import sentences  # noqa: E402
 from bench.footprint import label  # noqa: E402
 from bench.overload import embedded_default  # noqa: E402
 from bench.report import write_report  # noqa: E402
+from deployments.model_thread import OS_THREAD_NAME  # noqa: E402
 from tests.fixtures.cluster import running_app  # noqa: E402
 
 PER_REQUEST = 16
@@ -45,16 +48,7 @@ PER_REQUEST = 16
 # them already runs alone. Seen by timing each batch in the replica during embed_peer:
 # 8 clients alternate 1 and 7 requests, 32 clients 1 and 31.
 SERVICE_BATCHES = {8: (1, 7), 32: (1, 31)}
-COMPETING_SHARE = 0.2
-BURNER = """
-import sys, time
-share = float(sys.argv[1])
-while True:
-    started = time.perf_counter()
-    while time.perf_counter() - started < 0.005:
-        pass
-    time.sleep(0.005 * (1 - share) / share)
-"""
+STOPPED, IDLE = "cluster stopped", "cluster idle beside"
 
 
 def service_batches(texts: list[str]) -> dict[int, Callable[[], float]]:
@@ -92,32 +86,51 @@ def service_batches(texts: list[str]) -> dict[int, Callable[[], float]]:
     return {clients: timer(pattern) for clients, pattern in SERVICE_BATCHES.items()}
 
 
+def started_processes() -> list[object]:
+    """Every process this run started: its Ray cluster and HAProxy."""
+    import psutil
+
+    return psutil.Process(os.getpid()).children(recursive=True)
+
+
 @contextmanager
-def competing_load(share: float) -> Iterator[None]:
-    """Another process busy `share` of one core, in 5 ms bursts, while the block runs."""
-    if not share:
+def cluster_state(state: str) -> Iterator[None]:
+    """The block runs with this run's cluster stopped (SIGSTOP; continued after) or idle."""
+    if state == IDLE:
         yield
         return
-    burner = subprocess.Popen([sys.executable, "-c", BURNER, str(share)])
+    processes = started_processes()
+    for process in processes:
+        process.send_signal(signal.SIGSTOP)
     try:
         yield
     finally:
-        burner.kill()
-        burner.wait()
+        for process in processes:
+            process.send_signal(signal.SIGCONT)
 
 
-def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """CPU seconds so far of this process (the clients) and every process it started (this
-    run's Ray cluster and HAProxy), by pid, with what each is for."""
+def cpu_seconds() -> dict[tuple[int, str], float]:
+    """CPU seconds so far of this process (the clients) and every process it started, by
+    (pid, what it is for); the Embedding replica's split into its model's threads and the
+    rest."""
     import psutil
 
-    seen: dict[int, tuple[str, float]] = {}
+    seen: dict[tuple[int, str], float] = {}
     me = psutil.Process(os.getpid())
-    for process in [me, *me.children(recursive=True)]:
+    for process in [me, *started_processes()]:
         try:
-            times = process.cpu_times()
-            seen[process.pid] = (role(process, me), times.user + times.system)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            name = role(process, me)
+            if name != "Embedding replica":
+                times = process.cpu_times()
+                seen[process.pid, name] = times.user + times.system
+                continue
+            for thread in process.threads():
+                comm = Path(f"/proc/{process.pid}/task/{thread.id}/comm")
+                part = ("its model's threads" if comm.read_text().strip() == OS_THREAD_NAME
+                        else "request handling and Ray")
+                key = (process.pid, f"Embedding replica: {part}")
+                seen[key] = seen.get(key, 0.0) + thread.user_time + thread.system_time
+        except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError):
             continue
     return seen
 
@@ -130,29 +143,31 @@ def role(process: object, me: object) -> str:
             "haproxy": "HAProxy"}.get(name, "Ray and Serve's own processes")
 
 
-def spent_between(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+def spent_between(before: dict[tuple[int, str], float], after: dict[tuple[int, str], float]
                   ) -> dict[str, float]:
-    """CPU seconds by role between two `cpu_seconds()` snapshots, of the processes in both."""
+    """CPU seconds by role between two `cpu_seconds()` snapshots, of the processes in both
+    (a thread that ended between them takes its seconds with it)."""
     spent: dict[str, float] = {}
-    for pid, (name, seconds) in after.items():
-        if pid in before:
-            spent[name] = spent.get(name, 0.0) + seconds - before[pid][1]
+    for key, seconds in after.items():
+        if key in before:
+            spent[key[1]] = spent.get(key[1], 0.0) + seconds - before[key]
     return spent
 
 
-def service_cpu(texts: list[str]) -> tuple[float, float, dict[str, float], float]:
-    """(sentences/s at 32 clients, run seconds, CPU seconds by role, idle cores)."""
-    with running_app(embedded_default()) as (url, key):
-        headers = {"X-API-Key": key}
-        asyncio.run(load(url, "/v1/embeddings", headers, texts[:256], PER_REQUEST, 8))
-        before, started = cpu_seconds(), time.perf_counter()
-        time.sleep(20)
-        idle = sum(spent_between(before, cpu_seconds()).values())
-        idle_cores = idle / (time.perf_counter() - started)
-        before, started = cpu_seconds(), time.perf_counter()
-        rate = asyncio.run(load(url, "/v1/embeddings", headers, texts, PER_REQUEST, 32))[0]
-        elapsed, after = time.perf_counter() - started, cpu_seconds()
-    return rate, elapsed, spent_between(before, after), idle_cores
+def idle_cores() -> float:
+    """Cores the idle cluster takes, over 20 s."""
+    before, started = cpu_seconds(), time.perf_counter()
+    time.sleep(20)
+    return sum(spent_between(before, cpu_seconds()).values()) / (time.perf_counter() - started)
+
+
+def service_cpu(url: str, headers: dict[str, str], texts: list[str]
+                ) -> tuple[float, float, dict[str, float]]:
+    """(sentences/s at 32 clients, run seconds, CPU seconds by role)."""
+    before, started = cpu_seconds(), time.perf_counter()
+    rate = asyncio.run(load(url, "/v1/embeddings", headers, texts, PER_REQUEST, 32))[0]
+    elapsed, after = time.perf_counter() - started, cpu_seconds()
+    return rate, elapsed, spent_between(before, after)
 
 
 def main() -> int:
@@ -164,34 +179,45 @@ def main() -> int:
     sides = {"sorted forward": sorted_forward(texts),
              **{f"Embedding._run, batches of {clients} clients": timer
                 for clients, timer in service_batches(texts).items()}}
-    best: dict[tuple[str, float], float] = {}
-    # The VM's speed drifts within a run: every side runs once a round, in turn, and keeps
-    # its fastest round.
-    for _ in range(args.rounds):
-        for share in (0.0, COMPETING_SHARE):
-            with competing_load(share):
+    best: dict[tuple[str, str], float] = {}
+    cpu: dict[tuple[str, str], float] = {}  # least CPU seconds of one pass
+    with running_app(embedded_default()) as (url, key):
+        headers = {"X-API-Key": key}
+        asyncio.run(load(url, "/v1/embeddings", headers, texts[:256], PER_REQUEST, 8))
+        idle = idle_cores()
+        # The VM's speed drifts within a run: every side runs once a round in each state,
+        # in turn, and keeps its fastest round.
+        for _ in range(args.rounds):
+            for state in (STOPPED, IDLE):
                 for name, timed in sides.items():
-                    best[name, share] = max(best.get((name, share), 0.0), timed())
-    rate, elapsed, spent, idle_cores = service_cpu(texts)
-    direct = best["sorted forward", 0.0]
+                    with cluster_state(state):
+                        used = time.process_time()
+                        best[name, state] = max(best.get((name, state), 0.0), timed())
+                        used = (time.process_time() - used) / 2  # a warm-up pass, a timed
+                    cpu[name, state] = min(cpu.get((name, state), float("inf")), used)
+        rate, elapsed, spent = service_cpu(url, headers, texts)
+    direct = best["sorted forward", STOPPED]
     rows = "\n".join(
-        f"| {name} | {best[name, 0.0]:.0f} ({best[name, 0.0] / direct:.2f}) | "
-        f"{best[name, COMPETING_SHARE]:.0f} ({best[name, COMPETING_SHARE] / best[name, 0.0]:.2f})"
-        " |" for name in sides)
+        f"| {name} | {best[name, STOPPED]:.0f} ({best[name, STOPPED] / direct:.2f}) | "
+        f"{best[name, IDLE]:.0f} ({best[name, IDLE] / best[name, STOPPED]:.2f}) |"
+        for name in sides)
     requests = len(texts) / PER_REQUEST
     cpu_rows = "\n".join(
         f"| {name} | {seconds:.2f} | {seconds / requests * 1000:.1f} | "
         f"{seconds / (2 * elapsed):.0%} |"
         for name, seconds in sorted(spent.items(), key=lambda item: -item[1]))
+    own_name = "Embedding._run, batches of 32 clients"
+    own, own_cpu = best[own_name, STOPPED], cpu[own_name, STOPPED]
     report = (
         f"MiniLM-L6 on the CPU (2 cores), {args.sentences} sentences of 6-14 words, "
         f"{PER_REQUEST} per request; each side's fastest of {args.rounds} rounds in turn.\n\n"
-        "| in this process | sentences/s (of the sorted forward) | with another process "
-        f"busy {COMPETING_SHARE:.0%} of one core (of its own rate) |\n|---|---|---|\n"
-        f"{rows}\n\n"
-        f"The service at 32 clients: {rate:.0f} sentences/s ({rate / direct:.2f} of the "
-        f"sorted forward) over {elapsed:.1f} s; idle before the run, its processes took "
-        f"{idle_cores:.2f} of a core.\n\n"
+        f"| in this process | sentences/s, {STOPPED} (of the sorted forward) | "
+        f"{IDLE} (of its rate with the cluster stopped) |\n|---|---|---|\n{rows}\n\n"
+        f"The cluster idle took {idle:.2f} of a core. The service at 32 clients: "
+        f"{rate:.0f} sentences/s ({rate / direct:.2f} of the sorted forward, {rate / own:.2f} "
+        f"of its own code on its 32-client batches with the cluster stopped) over "
+        f"{elapsed:.1f} s. That code took {own_cpu / requests * 1000:.1f} ms of CPU a request "
+        "in this process, with the cluster stopped.\n\n"
         "| process | CPU s in the run | CPU ms a request | of the run's 2 cores |\n"
         f"|---|---|---|---|\n{cpu_rows}\n")
     print(report)
