@@ -305,9 +305,10 @@ class ModelReplica:
         ensure_present(spec, settings)  # where the catalog allows it: pulled, else says how
         before = thread_ids()
         self.engine = call_on_model_thread(make_engine, self.device)
-        # Model compute may yield the CPU to the ingress (MODEL_REPLICA_NICENESS, 0 by
-        # default: a niced model is preempted by every wake-up of the front, ADR 012). Not
-        # before the engine is built: a cold start waits for the slowest model to load.
+        # Model compute yields the CPU to the ingress and proxy, which must keep answering
+        # (503s within a second, health checks) while every core is busy with models; what
+        # that costs a model's throughput: ADR 012. Not before the engine is built: a cold
+        # start waits for the slowest model to load.
         # Linux keeps a nice value per thread, and a thread starts with its creator's: so
         # this thread (tokenizing, batching), the model thread and the threads the engine's
         # start began (torch's OpenMP workers) each lower their own.
