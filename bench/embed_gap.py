@@ -51,6 +51,11 @@ SERVICE_BATCHES = {8: (1, 7), 32: (1, 31)}
 STOPPED, IDLE = "cluster stopped", "cluster idle beside"
 
 
+def own_code(clients: int) -> str:
+    """The table's name for the Embedding's code on the batches of `clients` clients."""
+    return f"Embedding._run, batches of {clients} clients"
+
+
 def service_batches(texts: list[str]) -> dict[int, Callable[[], float]]:
     """Per client count, a timer of one pass of `Embedding._run` over all texts in the
     batches the service forms at that count."""
@@ -177,7 +182,7 @@ def main() -> int:
     args = parser.parse_args()
     texts = sentences(args.sentences)
     sides = {"sorted forward": sorted_forward(texts),
-             **{f"Embedding._run, batches of {clients} clients": timer
+             **{own_code(clients): timer
                 for clients, timer in service_batches(texts).items()}}
     best: dict[tuple[str, str], float] = {}
     cpu: dict[tuple[str, str], float] = {}  # least CPU seconds of one pass
@@ -206,8 +211,7 @@ def main() -> int:
         f"| {name} | {seconds:.2f} | {seconds / requests * 1000:.1f} | "
         f"{seconds / (2 * elapsed):.0%} |"
         for name, seconds in sorted(spent.items(), key=lambda item: -item[1]))
-    own_name = "Embedding._run, batches of 32 clients"
-    own, own_cpu = best[own_name, STOPPED], cpu[own_name, STOPPED]
+    own, own_cpu = best[own_code(32), STOPPED], cpu[own_code(32), STOPPED]
     report = (
         f"MiniLM-L6 on the CPU (2 cores), {args.sentences} sentences of 6-14 words, "
         f"{PER_REQUEST} per request; each side's fastest of {args.rounds} rounds in turn.\n\n"
