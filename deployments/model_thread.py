@@ -9,7 +9,9 @@ woken for every one. A replica that built its model on its event loop and ran fo
 (docs/benchmarks.md, embeddings against infinity-emb). So loading, warm-up, moves and every
 forward of a torch model run here, one at a time, in the order they were asked for.
 
-Work that is not torch (tokenizing, onnxruntime, tesseract) keeps its own threads.
+Work that is not torch (tokenizing, rapidocr's onnxruntime, tesseract) keeps its own
+threads; the Embedding's encoder on ONNX Runtime (engines/embedding/onnx_encoder.py) runs
+here, as the torch forward it replaces did.
 
 The thread carries the OS name `ocrg-model`, and so do the OpenMP workers torch starts from
 it (a thread starts with its creator's name): `top -H` and per-thread CPU show the model's

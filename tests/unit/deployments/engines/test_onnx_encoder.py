@@ -1,0 +1,154 @@
+"""Without a GPU the embedding encoder runs on ONNX Runtime: the same vectors as torch, an
+export made once and reused, and torch again wherever the export fails."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from deployments.engines.embedding import DenseEncoder, M3Encoder, onnx_encoder
+from deployments.engines.embedding.onnx_encoder import OnnxEncoder, cache_key
+from deployments.engines.embedding.packing import PackedEncoder
+from deployments.models import ModelSpec, load_catalog
+from serve_app.kernel.settings import Settings
+
+TEXTS = ["Hallo", "Der Hund bellt im Garten.", "Liebe Mutter,",
+         "Liebe Mutter, wir sind gut in Hamburg angekommen, und das Wetter ist schön.", "Ja."]
+ALL = frozenset({"dense", "sparse", "colbert"})
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads() -> Any:
+    """An engine on ONNX Runtime sets torch's threads to one; later tests get theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def settings(clean_env: pytest.MonkeyPatch) -> Settings:
+    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
+    return Settings.load()
+
+
+def _torch_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"embed_cpu_runtime": "torch"})
+
+
+def _tiny_m3(tiny_models: dict[str, str]) -> ModelSpec:
+    return ModelSpec(name="tiny-m3", kind="embedding", engine="bge-m3", footprint_mb=1,
+                     path=tiny_models["m3"])
+
+
+def _minilm(settings: Settings) -> DenseEncoder:
+    return DenseEncoder(load_catalog()["all-minilm-l6-v2"], settings, "cpu")
+
+
+def _outputs(engine: DenseEncoder | M3Encoder, want: frozenset[str]) -> list[dict[str, Any]]:
+    return engine.forward([t.ids for t in engine.tokenize(TEXTS, None)], want)
+
+
+def _exports(settings: Settings) -> list[Path]:
+    assert settings.model_cache_dir is not None
+    return sorted((settings.model_cache_dir / "onnx").glob("*/encoder.onnx"))
+
+
+def test_onnx_runtime_gives_what_torch_gives(tiny_models: dict[str, str],
+                                            settings: Settings) -> None:
+    """MiniLM (BERT) and BGE-M3's layout (XLM-R, positions past the padding index), packed
+    rows and a padded forward alike: dense, sparse and colbert as torch computes them."""
+    for build in (_minilm, lambda s: M3Encoder(_tiny_m3(tiny_models), s, "cpu")):
+        onnx, plain = build(settings), build(_torch_settings(settings))
+        assert (onnx.runtime, plain.runtime) == ("onnxruntime", "torch")
+        want = onnx.outputs & ALL
+        batches = [[t.ids for t in onnx.tokenize(TEXTS, None)],  # packed rows
+                   [onnx.tokenize([TEXTS[3]], None)[0].ids]]      # one text: padded forward
+        for batch in batches:
+            for ours, theirs in zip(onnx.forward(batch, want), plain.forward(batch, want),
+                                    strict=True):
+                for key in want - {"sparse"}:
+                    np.testing.assert_allclose(ours[key], theirs[key], atol=1e-5)
+                if "sparse" in want:
+                    assert ours["sparse"].keys() == theirs["sparse"].keys()
+                    for token, weight in theirs["sparse"].items():
+                        assert ours["sparse"][token] == pytest.approx(weight, abs=1e-5)
+
+
+def test_the_session_holds_the_weights_and_the_torch_encoder_lets_go(
+        settings: Settings) -> None:
+    engine = _minilm(settings)
+    packer = engine.model
+    assert isinstance(packer, PackedEncoder) and isinstance(packer.encoder, OnnxEncoder)
+    assert all(p.is_meta for p in engine.flag.model.parameters())  # no second copy
+    assert torch.get_num_threads() == 1
+
+
+def test_the_export_is_made_once_and_reused(settings: Settings,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    first = _minilm(settings)
+    assert len(_exports(settings)) == 1
+
+    def no_export(*_: Any) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_encoder, "export", no_export)
+    again = _minilm(settings)
+    assert again.runtime == "onnxruntime" and len(_exports(settings)) == 1
+    np.testing.assert_array_equal(_outputs(again, frozenset({"dense"}))[0]["dense"],
+                                  _outputs(first, frozenset({"dense"}))[0]["dense"])
+
+
+def test_a_failed_export_keeps_torch_and_leaves_no_file(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An export that dies after writing part of its file: the model runs on torch, the
+    cache has nothing a later start would load, the staging area is empty."""
+    def half_written(encoder: Any, first_position: int, folder: Path) -> None:
+        (folder / onnx_encoder.MODEL_FILE).write_bytes(b"\x08\x07half")
+        raise RuntimeError("Exporting the operator 'aten::foo' is not supported")
+
+    monkeypatch.setattr(onnx_encoder, "export", half_written)
+    with caplog.at_level(logging.WARNING):
+        engine = _minilm(settings)
+    assert engine.runtime == "torch"
+    assert "stays on torch" in caplog.text and "aten::foo" in caplog.text
+    assert _exports(settings) == []
+    assert settings.tmp_dir is not None and list(settings.tmp_dir.iterdir()) == []
+    plain = _minilm(_torch_settings(settings))
+    np.testing.assert_array_equal(_outputs(engine, frozenset({"dense"}))[0]["dense"],
+                                  _outputs(plain, frozenset({"dense"}))[0]["dense"])
+    assert isinstance(engine.model, PackedEncoder)
+    assert not isinstance(engine.model.encoder, OnnxEncoder)
+
+
+def test_an_export_damaged_on_disk_is_made_again(settings: Settings,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    _minilm(settings)
+    [path] = _exports(settings)
+    path.write_bytes(path.read_bytes()[:1000])
+    with caplog.at_level(logging.WARNING):
+        engine = _minilm(settings)
+    assert "does not load" in caplog.text
+    assert engine.runtime == "onnxruntime" and _exports(settings) == [path]
+    plain = _minilm(_torch_settings(settings))
+    np.testing.assert_allclose(_outputs(engine, frozenset({"dense"}))[0]["dense"],
+                               _outputs(plain, frozenset({"dense"}))[0]["dense"], atol=1e-5)
+
+
+def test_changed_model_files_get_their_own_export(tiny_models: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    from transformers import AutoConfig
+
+    weights = Path(shutil.copytree(tiny_models["m3"], tmp_path / "m3"))
+    config = AutoConfig.from_pretrained(weights)
+    before = cache_key(weights, config)
+    assert cache_key(weights, config) == before
+    with (weights / "model.safetensors").open("ab") as file:
+        file.write(b"\0")
+    assert cache_key(weights, config) != before
