@@ -8,8 +8,9 @@ pinned below) and serves the same MiniLM files from the same package path, on th
 mean pooling, its defaults otherwise. Both servers get the same OpenAI-shaped requests
 (`/embeddings` there, `/v1/embeddings` here), one server at a time on the same cores. The
 direct baseline is the model's forward over all sentences sorted by length, 64 a batch:
-what a user with the model and no server gets at best. The three run in turn, --rounds
-times, each keeping its fastest round. Written to docs/benchmarks.md.
+what a user with the model and no server gets at best, on torch and on ONNX Runtime (the
+service runs its encoder there on a machine without a GPU, ADR 013). The sides run in
+turn, --rounds times, each keeping its fastest round. Written to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -64,11 +65,51 @@ def sorted_forward(texts: list[str]) -> Callable[[], float]:
                 mask = batch["attention_mask"].unsqueeze(-1)
                 torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
 
+    return _timed(run, len(texts))
+
+
+def sorted_onnx_forward(texts: list[str]) -> Callable[[], float]:
+    """The same on ONNX Runtime: the model's encoder exported as the Embedding exports it,
+    the session on every core, length-sorted, 64 a batch padded, mean pooled."""
+    import tempfile
+
+    import numpy as np
+    from transformers import AutoModel, AutoTokenizer
+
+    from deployments.engines.embedding.onnx_encoder import MODEL_FILE, export, session
+
+    path = model_path()
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+    folder = Path(tempfile.mkdtemp(prefix="embed-peer-onnx-"))
+    export(model.eval(), 0, folder)
+    runner = session(folder / MODEL_FILE)
+    ordered = sorted(texts, key=len)
+
+    def run() -> None:
+        for start in range(0, len(ordered), 64):
+            batch = tokenizer(ordered[start:start + 64], padding=True, truncation=True,
+                              return_tensors="np")
+            real = batch["attention_mask"].astype(bool)
+            rows, width = real.shape
+            hidden = runner.run(None, {
+                "input_ids": batch["input_ids"].astype(np.int64),
+                "attention_mask": real[:, :, None] == real[:, None, :],
+                "position_ids": np.broadcast_to(np.arange(width, dtype=np.int64),
+                                                (rows, width)).copy(),
+                "token_type_ids": np.zeros((rows, width), dtype=np.int64)})[0]
+            pooled = (hidden * real[..., None]).sum(1) / real.sum(1, keepdims=True)
+            pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+
+    return _timed(run, len(texts))
+
+
+def _timed(run: Callable[[], None], count: int) -> Callable[[], float]:
+    """Sentences/s of one pass of `run`, after a warm-up pass."""
     def timed() -> float:
-        run()  # warm-up
+        run()
         started = time.perf_counter()
         run()
-        return len(texts) / (time.perf_counter() - started)
+        return count / (time.perf_counter() - started)
 
     return timed
 
@@ -163,12 +204,14 @@ def main() -> int:
     args = parser.parse_args()
     texts = sentences(args.sentences)
     direct, one_pass = 0.0, sorted_forward(texts)
+    direct_onnx, onnx_pass = 0.0, sorted_onnx_forward(texts)
     ours: dict[int, tuple[float, float, float, int]] = {}
     peer: dict[int, tuple[float, float, float, int]] = {}
     # This VM's speed drifts within a run, and a slow spell only takes speed away: every
     # side runs once a round, in turn, and keeps its fastest round at each concurrency.
     for _ in range(args.rounds):
         direct = max(direct, one_pass())
+        direct_onnx = max(direct_onnx, onnx_pass())
         peer = fastest(peer, infinity(texts, args.per_request))
         with running_app(embedded_default()) as (url, key):
             ours = fastest(ours, measure(url, "/v1/embeddings", {"X-API-Key": key}, texts,
@@ -176,25 +219,30 @@ def main() -> int:
     rows = []
     for level in LEVELS:
         (o, o50, o99, o503), (p, p50, p99, p503) = ours[level], peer[level]
-        rows.append(f"| {level} | {o:.0f} ({o / direct:.2f}) | {o50:.2f} / {o99:.2f} | {o503} "
+        rows.append(f"| {level} | {o:.0f} ({o / direct:.2f} / {o / direct_onnx:.2f}) | "
+                    f"{o50:.2f} / {o99:.2f} | {o503} "
                     f"| {p:.0f} ({p / direct:.2f}) | {p50:.2f} / {p99:.2f} | {p503} | "
                     f"**{o / p:.2f}** |")
     report = (
         f"MiniLM-L6 on the CPU (2 cores), {args.sentences} sentences of 6-14 words, "
         f"{args.per_request} per request, OpenAI-shaped requests to both servers; "
-        f"the model's own length-sorted forward: {direct:.0f} sentences/s. ocr-graph with "
-        f"config/local.yaml's Embedding, {INFINITY} with its defaults. One and 8 clients "
+        f"the model's own length-sorted forward: {direct:.0f} sentences/s on torch (direct), "
+        f"{direct_onnx:.0f} on ONNX Runtime (direct ONNX). ocr-graph with "
+        f"config/local.yaml's Embedding (its encoder on ONNX Runtime, ADR 013), {INFINITY} "
+        "with its defaults (torch). One and 8 clients "
         "send the first 1,024 sentences, 32 and 128 all of them. Each side ran "
-        f"{args.rounds} rounds in turn (sorted forward, infinity, ocr-graph) and keeps its "
+        f"{args.rounds} rounds in turn (sorted forwards, infinity, ocr-graph) and keeps its "
         "fastest at each concurrency.\n\n"
-        "| concurrency | ocr-graph sentences/s (of direct) | p50 / p99 s | 503s retried | "
+        "| concurrency | ocr-graph sentences/s (of direct / of direct ONNX) | p50 / p99 s | "
+        "503s retried | "
         "infinity sentences/s (of direct) | p50 / p99 s | 503s retried | ocr-graph / "
         "infinity |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         "A 503 is retried after its Retry-After, as a client should; latency counts from "
         "the first try.\n")
     line_chart({"ocr-graph": [(level, ours[level][0]) for level in LEVELS],
                 "infinity-emb": [(level, peer[level][0]) for level in LEVELS],
-                "sorted forward": [(level, direct) for level in LEVELS]},
+                "sorted forward": [(level, direct) for level in LEVELS],
+                "sorted forward, ONNX Runtime": [(level, direct_onnx) for level in LEVELS]},
                ROOT / "docs" / "img" / "embed-peer.png",
                "Embeddings: sentences/s by client concurrency (MiniLM, 2 cores)",
                "concurrent clients", "sentences/s")
