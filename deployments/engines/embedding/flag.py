@@ -98,7 +98,7 @@ class FlagEncoder(ABC):
             self.runtime = "onnxruntime"
             # What stays on torch (packing's gathers, pooling, heads) is small; a team of
             # torch threads beside the session's own would take turns with it on the cores
-            # (16 sentences a forward: 329-370 sentences/s, against 376-452 on one thread).
+            # (16 sentences a forward: 202-374 sentences/s, against 353-452 on one thread; ADR 013).
             self.torch.set_num_threads(1)
 
     def pad(self, batch: list[list[int]]) -> tuple[Any, Any]:
