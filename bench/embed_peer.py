@@ -103,12 +103,23 @@ def sorted_onnx_forward(texts: list[str]) -> Callable[[], float]:
 
 def _timed(run: Callable[[list[str]], None], ordered: list[str]) -> Callable[[], float]:
     """Sentences/s of one pass of `run` over the length-sorted sentences, after a warm-up
-    on every 16th of them (every length; a whole pass took 10-20 s of `make bench`)."""
+    on every 16th of them (every length; a whole pass took 10-20 s of `make bench`), on
+    the torch threads this process had when `run` was made: an Embedding engine built in
+    the same process since (bench/embed_gap.py) leaves torch one (ADR 013)."""
+    import torch
+
+    threads = torch.get_num_threads()
+
     def timed() -> float:
-        run(ordered[::16])
-        started = time.perf_counter()
-        run(ordered)
-        return len(ordered) / (time.perf_counter() - started)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            run(ordered[::16])
+            started = time.perf_counter()
+            run(ordered)
+            return len(ordered) / (time.perf_counter() - started)
+        finally:
+            torch.set_num_threads(before)
 
     return timed
 
