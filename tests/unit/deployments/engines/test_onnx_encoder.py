@@ -23,14 +23,6 @@ TEXTS = ["Hallo", "Der Hund bellt im Garten.", "Liebe Mutter,",
 ALL = frozenset({"dense", "sparse", "colbert"})
 
 
-@pytest.fixture(autouse=True)
-def _torch_threads() -> Any:
-    """An engine on ONNX Runtime sets torch's threads to one; later tests get theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def settings(clean_env: pytest.MonkeyPatch) -> Settings:
     clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
