@@ -75,27 +75,26 @@ def sorted_onnx_forward(texts: list[str]) -> Callable[[], float]:
     import numpy as np
     from transformers import AutoModel, AutoTokenizer
 
-    from deployments.engines.embedding.onnx_encoder import MODEL_FILE, export, session
+    from deployments.engines.embedding.onnx_encoder import (
+        MODEL_FILE,
+        OnnxEncoder,
+        export,
+        session,
+    )
 
     path = model_path()
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
     folder = Path(tempfile.mkdtemp(prefix="embed-peer-onnx-"))
     export(model.eval(), 0, folder)
-    runner = session(folder / MODEL_FILE)
+    encoder = OnnxEncoder(session(folder / MODEL_FILE), model.config, 0)
 
     def run(ordered: list[str]) -> None:
         for start in range(0, len(ordered), 64):
             batch = tokenizer(ordered[start:start + 64], padding=True, truncation=True,
-                              return_tensors="np")
-            real = batch["attention_mask"].astype(bool)
-            rows, width = real.shape
-            hidden = runner.run(None, {
-                "input_ids": batch["input_ids"].astype(np.int64),
-                "attention_mask": real[:, :, None] == real[:, None, :],
-                "position_ids": np.broadcast_to(np.arange(width, dtype=np.int64),
-                                                (rows, width)).copy(),
-                "token_type_ids": np.zeros((rows, width), dtype=np.int64)})[0]
-            pooled = (hidden * real[..., None]).sum(1) / real.sum(1, keepdims=True)
+                              return_tensors="pt")
+            hidden = encoder(**batch).last_hidden_state.numpy()
+            real = batch["attention_mask"].numpy()[..., None]
+            pooled = (hidden * real).sum(1) / real.sum(1)
             pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
 
     return _timed(run, sorted(texts, key=len))
