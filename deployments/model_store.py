@@ -77,8 +77,9 @@ def pull(spec: ModelSpec, settings: Settings, progress: Progress | None = None) 
     with _one_pull_at_a_time(settings.tmp_dir / f"{spec.name}{LOCK_SUFFIX}"):
         if final.exists():  # another process pulled it while this one waited
             return final
-        staging = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=settings.tmp_dir))
-        try:
+        with tempfile.TemporaryDirectory(prefix=f"{spec.name}-", dir=settings.tmp_dir,
+                                         ignore_cleanup_errors=True) as folder:
+            staging = Path(folder)
             if isinstance(spec.source, HubSource):
                 fetched = _from_hub(spec.source, staging / "model")
             else:
@@ -86,8 +87,6 @@ def pull(spec: ModelSpec, settings: Settings, progress: Progress | None = None) 
             check_loadable(fetched)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(fetched, final)  # one rename, on the cache's filesystem
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return final
 
 

@@ -122,13 +122,11 @@ def export_into(folder: Path, encoder: Any, first_position: int, staging_dir: Pa
     """`export` into a staging folder, renamed to `folder` once whole."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging_dir.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix="onnx-", dir=staging_dir))
-    try:
-        export(encoder, first_position, building)
+    with tempfile.TemporaryDirectory(prefix="onnx-", dir=staging_dir,
+                                     ignore_cleanup_errors=True) as building:
+        export(encoder, first_position, Path(building))
         with contextlib.suppress(OSError):  # another replica's export landed first: same graph
             os.replace(building, folder)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
 
 
 def session(path: Path) -> Any:
