@@ -1,6 +1,6 @@
 """Pages per second through the service against the engine called directly, one run.
 
-    python bench/pages_throughput.py [--digital-pages 200] [--scans 12] [--segment 4]
+    python bench/pages_throughput.py [--digital-pages 200] [--scans 12] [--segment 3]
 
 The embedded default (config/local.yaml; no tesseract, llm or training, which this does
 not measure) on this machine. Each row's baseline is the best a user could do without
@@ -178,7 +178,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--digital-pages", type=int, default=200)
     parser.add_argument("--scans", type=int, default=12)
-    parser.add_argument("--segment", type=int, default=4)
+    # Three pages: at 10-16 s a page each side, a fourth added half a minute to `make bench`.
+    parser.add_argument("--segment", type=int, default=3)
     args = parser.parse_args()
     pdf = text_pdf([f"{line} on a born-digital page" for line in LINES * 10],
                    pages=args.digital_pages)
