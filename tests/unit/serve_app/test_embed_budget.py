@@ -25,6 +25,9 @@ class HeldEmbedding:
         self.calls = 0
         self.embed = self
 
+    def options(self, **_: Any) -> HeldEmbedding:  # by value or by reference: same here
+        return self
+
     def remote(self, texts: list[str], want: list[str], max_length: int | None) -> Any:
         self.calls += 1
 
