@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,32 +49,14 @@ def model_path() -> str:
 def sorted_forward(texts: list[str]) -> Callable[[], float]:
     """The model loaded once; each call gives the sentences/s of one pass of its own
     forward, length-sorted, 64 a batch, mean pooled."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    path = model_path()
-    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
-    model.eval()
-
-    def run(ordered: list[str]) -> None:
-        for start in range(0, len(ordered), 64):
-            batch = tokenizer(ordered[start:start + 64], padding=True, truncation=True,
-                              return_tensors="pt")
-            with torch.inference_mode():
-                hidden = model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1)
-                torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
-
-    return _timed(run, sorted(texts, key=len))
+    tokenizer, model = _loaded()
+    return _sorted_passes(tokenizer, model, texts)
 
 
 def sorted_onnx_forward(texts: list[str]) -> Callable[[], float]:
     """The same on ONNX Runtime: the model's encoder exported as the Embedding exports it,
     the session on every core, length-sorted, 64 a batch padded, mean pooled."""
     import tempfile
-
-    import numpy as np
-    from transformers import AutoModel, AutoTokenizer
 
     from deployments.engines.embedding.onnx_encoder import (
         MODEL_FILE,
@@ -82,22 +65,36 @@ def sorted_onnx_forward(texts: list[str]) -> Callable[[], float]:
         session,
     )
 
-    path = model_path()
-    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+    tokenizer, model = _loaded()
     with tempfile.TemporaryDirectory(prefix="embed-peer-onnx-") as folder:
         # The session reads the whole graph when it is made: the file need not outlive it
         # (each run left 90 MB in the temp dir before).
-        export(model.eval(), 0, Path(folder))
+        export(model, 0, Path(folder))
         encoder = OnnxEncoder(session(Path(folder) / MODEL_FILE), model.config, 0)
+    return _sorted_passes(tokenizer, encoder, texts)
+
+
+def _loaded() -> tuple[Any, Any]:
+    """The benchmark's model as a user loads it with transformers: tokenizer, model."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = model_path()
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+
+def _sorted_passes(tokenizer: Any, encoder: Any, texts: list[str]) -> Callable[[], float]:
+    """A timer of `encoder` (the torch model or its ONNX Runtime session, called alike)
+    over the texts length-sorted, 64 a batch padded, mean pooled and normalized."""
+    import torch
 
     def run(ordered: list[str]) -> None:
         for start in range(0, len(ordered), 64):
             batch = tokenizer(ordered[start:start + 64], padding=True, truncation=True,
                               return_tensors="pt")
-            hidden = encoder(**batch).last_hidden_state.numpy()
-            real = batch["attention_mask"].numpy()[..., None]
-            pooled = (hidden * real).sum(1) / real.sum(1)
-            pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+            with torch.inference_mode():
+                hidden = encoder(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1)
+                torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
 
     return _timed(run, sorted(texts, key=len))
 
