@@ -154,3 +154,37 @@ def test_out_of_memory_on_the_cpu_too_is_503_with_retry_after_and_other_errors_p
     with pytest.raises(InvalidInput):
         asyncio.run(still_gpu.run(bad_input))
     assert moved == [] and still_gpu.placement == "gpu"
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["loads", "fails to load"])
+def test_a_model_loads_with_the_garbage_collector_off_and_gets_it_back_after(
+        clean_env: pytest.MonkeyPatch, fails: bool) -> None:
+    """A cold start pays the collector's walks over every object a model's imports build;
+    a replica serving, or one whose load failed, must not run without it."""
+    import gc
+
+    from deployments import replica
+    from deployments.models import load_catalog
+    from serve_app.kernel.settings import Settings
+    from tests.unit.deployments.test_model_thread import NoRay
+
+    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
+    clean_env.setenv("MODEL_REPLICA_NICENESS", "0")  # not the test process's own niceness
+    clean_env.setattr(replica.ray, "get_runtime_context", NoRay)
+    during: list[bool] = []
+
+    def make_engine(device: str) -> object:
+        during.append(gc.isenabled())
+        if fails:
+            raise ValueError("not a model file")
+        return object()
+
+    model = replica.ModelReplica()
+    assert gc.isenabled()
+    if fails:
+        with pytest.raises(ValueError, match="not a model file"):
+            model.start(load_catalog()["tesseract"], Settings.load(), None, make_engine)
+    else:
+        model.start(load_catalog()["tesseract"], Settings.load(), None, make_engine)
+    assert during == [False]
+    assert gc.isenabled()
