@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from bench.embed_throughput import sentences  # noqa: E402
 from bench.footprint import label  # noqa: E402
 from bench.overload import embedded_default  # noqa: E402
 from bench.report import write_report  # noqa: E402
+from bench.stopped import cluster_stopped, started_processes  # noqa: E402
 from deployments.model_thread import OS_THREAD_NAME  # noqa: E402
 from tests.fixtures.cluster import running_app  # noqa: E402
 
@@ -91,27 +91,14 @@ def service_batches(texts: list[str]) -> dict[int, Callable[[], float]]:
     return {clients: timer(pattern) for clients, pattern in SERVICE_BATCHES.items()}
 
 
-def started_processes() -> list[object]:
-    """Every process this run started: its Ray cluster and HAProxy."""
-    import psutil
-
-    return psutil.Process(os.getpid()).children(recursive=True)
-
-
 @contextmanager
 def cluster_state(state: str) -> Iterator[None]:
-    """The block runs with this run's cluster stopped (SIGSTOP; continued after) or idle."""
+    """The block runs with this run's cluster stopped (bench/stopped.py) or idle."""
     if state == IDLE:
         yield
         return
-    processes = started_processes()
-    for process in processes:
-        process.send_signal(signal.SIGSTOP)
-    try:
+    with cluster_stopped():
         yield
-    finally:
-        for process in processes:
-            process.send_signal(signal.SIGCONT)
 
 
 def cpu_seconds() -> dict[tuple[int, str], float]:

@@ -14,10 +14,11 @@ us, on the same input:
 - where the service spreads the work over the cores (text layers in a process per core,
   a rapidocr page per core), the engine spread by hand the same way is a second baseline,
   reported beside the first (issue 15's targets name the first);
-- segmentation: kraken's blla.segment on each original image (whole A4 pages at 200 dpi),
-  against /v1/segment/upload of the same PNGs;
+- segmentation: kraken's blla on each original image (whole A4 pages at 200 dpi), its
+  model loaded once, against /v1/segment/upload of the same PNGs, page by page in turn;
 - cold start: from starting Ray to /readyz 200, and each replica's RSS once ready.
-Written to docs/benchmarks.md.
+Each baseline runs right before the service's run of the same input, in this process,
+with the benchmark's cluster stopped (bench/stopped.py). Written to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json
 import multiprocessing
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.overload import ReplicaWatch  # noqa: E402
 from bench.report import bar_chart, write_report  # noqa: E402
+from bench.stopped import cluster_stopped  # noqa: E402
 from deployments.engines.ocr.rapidocr import usable_cores  # noqa: E402
 from tests.fixtures.cluster import local_default_args, running_app  # noqa: E402
 from tests.fixtures.documents import LINES, scan_png, text_pdf  # noqa: E402
@@ -102,25 +105,38 @@ def direct_digital(pdf: bytes, pages: int) -> dict[str, float]:
     return {"one process": mean(lambda: extract(pdf)), "every core": split}
 
 
-def direct_rapidocr(images: list[bytes]) -> dict[str, float]:
-    """Seconds for rapidocr to read every page, the two ways a user would call it: one
-    engine with its defaults (a page at a time on every core), and one engine per core
-    each on its own single thread, the pages shared between them (what the service does).
-    Images decoded beforehand, not timed."""
+def decoded(images: list[bytes]) -> list[Any]:
+    """The pages as the engines take them: decoded beforehand, not timed."""
     import numpy as np
     from PIL import Image
+
+    return [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in images]
+
+
+RAPIDOCR_QUIET = {"Global.log_level": "warning"}
+
+
+def direct_rapidocr(arrays: list[Any]) -> float:
+    """Seconds for one rapidocr engine with its defaults (a page at a time on every core)
+    to read every page, after a warm-up."""
     from rapidocr import RapidOCR
 
-    quiet = {"Global.log_level": "warning"}
-    arrays = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in images]
-    engine = RapidOCR(params=quiet)
-    engine(arrays[0])  # warm-up
+    engine = RapidOCR(params=RAPIDOCR_QUIET)
+    engine(arrays[0])
     started = time.perf_counter()
     for array in arrays:
         engine(array)
-    one = time.perf_counter() - started
+    return time.perf_counter() - started
+
+
+def direct_rapidocr_per_core(arrays: list[Any]) -> float:
+    """The same with one engine per core, each on its own single thread, the pages shared
+    between them (what the service does)."""
+    from rapidocr import RapidOCR
+
     cores = usable_cores()
-    engines = [RapidOCR(params={**quiet, "EngineConfig.onnxruntime.intra_op_num_threads": 1})
+    engines = [RapidOCR(params={**RAPIDOCR_QUIET,
+                                "EngineConfig.onnxruntime.intra_op_num_threads": 1})
                for _ in range(cores)]
     for each in engines:
         each(arrays[0])
@@ -128,23 +144,33 @@ def direct_rapidocr(images: list[bytes]) -> dict[str, float]:
     with ThreadPoolExecutor(cores) as pool:
         list(pool.map(lambda index: [engines[index](array) for array in arrays[index::cores]],
                       range(cores)))
-    return {"one process": one, "every core": time.perf_counter() - started}
-
-
-def direct_blla(images: list[bytes]) -> float:
-    from kraken import blla
-    from PIL import Image
-
-    pages = [Image.open(io.BytesIO(data)) for data in images]
-    blla.segment(pages[0])  # warm-up (loads the model)
-    started = time.perf_counter()
-    for page in pages:
-        blla.segment(page)
     return time.perf_counter() - started
 
 
+def blla_timer() -> Callable[[bytes], float]:
+    """Seconds for kraken's blla on one original page image, decoded untimed, as kraken 7
+    has a user call it: the bundled model loaded once (`blla.segment`, which the
+    benchmark called before, loads it again on every page and is deprecated)."""
+    from kraken.configs import SegmentationInferenceConfig
+    from kraken.tasks import SegmentationTaskModel
+    from PIL import Image
+
+    model, config = SegmentationTaskModel.load_model(), SegmentationInferenceConfig()
+
+    def seconds(data: bytes) -> float:
+        page = Image.open(io.BytesIO(data))
+        page.load()
+        started = time.perf_counter()
+        model.predict(page, config)
+        return time.perf_counter() - started
+
+    return seconds
+
+
 def upload_all(url: str, key: str, route: str, files: list[bytes], options: dict[str, Any],
-               clients: int, name: str = "page.png") -> float:
+               clients: int, name: str = "page.png", warm_up: bool = True) -> float:
+    """Seconds for `clients` clients to upload every file (after one more, unless not
+    `warm_up`)."""
     import httpx
 
     def one(data: bytes) -> None:
@@ -153,7 +179,8 @@ def upload_all(url: str, key: str, route: str, files: list[bytes], options: dict
                                  data={"options": json.dumps(options)})
             response.raise_for_status()
 
-    one(files[0])  # warm-up
+    if warm_up:
+        one(files[0])
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, files))
@@ -186,18 +213,41 @@ def main() -> int:
     images = scans(args.scans)
     pages = full_pages(args.segment)
     n = args.digital_pages
-    direct = {"digital": direct_digital(pdf, n), "rapidocr": direct_rapidocr(images),
-              "blla": {"one process": direct_blla(pages)}}
+    direct: dict[str, dict[str, float]] = {}
 
     def work(url: str, key: str) -> dict[str, float]:
-        return {
-            "digital json": upload_all(url, key, "/v1/ocr/upload", [pdf] * DIGITAL_RUNS,
-                                       {"formats": ["json"]}, 1, "doc.pdf") / DIGITAL_RUNS,
-            "digital text": upload_all(url, key, "/v1/ocr/upload", [pdf] * DIGITAL_RUNS,
-                                       {"formats": ["text"]}, 1, "doc.pdf") / DIGITAL_RUNS,
-            "rapidocr": upload_all(url, key, "/v1/ocr/upload", images, {"engine": "rapidocr"}, 2),
-            "blla": upload_all(url, key, "/v1/segment/upload", pages, {}, 1),
-        }
+        # Each baseline runs right before the service's run of the same input, with this
+        # run's cluster stopped (bench/stopped.py): blla's ratio, its baseline measured
+        # minutes before the cluster started, ranged 0.86-1.17 across runs of one code.
+        with cluster_stopped():
+            direct["digital"] = direct_digital(pdf, n)
+        served: dict[str, float] = {}
+        for formats in ("json", "text"):
+            served[f"digital {formats}"] = upload_all(
+                url, key, "/v1/ocr/upload", [pdf] * DIGITAL_RUNS, {"formats": [formats]}, 1,
+                "doc.pdf") / DIGITAL_RUNS
+        arrays = decoded(images)
+        with cluster_stopped():
+            one_engine = direct_rapidocr(arrays)
+        with cluster_stopped():
+            per_core = direct_rapidocr_per_core(arrays)
+        direct["rapidocr"] = {"one process": one_engine, "every core": per_core}
+        served["rapidocr"] = upload_all(url, key, "/v1/ocr/upload", images,
+                                        {"engine": "rapidocr"}, 2)
+        # blla page by page in turn, each stop as short as a page (Ray's processes are
+        # stopped with it); each side first segments the first page once untimed.
+        segment = blla_timer()
+        with cluster_stopped():
+            segment(pages[0])
+        upload_all(url, key, "/v1/segment/upload", pages[:1], {}, 1, warm_up=False)
+        direct["blla"] = {"one process": 0.0}
+        served["blla"] = 0.0
+        for page in pages:
+            with cluster_stopped():
+                direct["blla"]["one process"] += segment(page)
+            served["blla"] += upload_all(url, key, "/v1/segment/upload", [page], {}, 1,
+                                         warm_up=False)
+        return served
 
     one, cold, memory = served(app_args(1), work)
     two, _, _ = served(app_args(2), lambda url, key: {"rapidocr": upload_all(

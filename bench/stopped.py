@@ -1,0 +1,47 @@
+"""A benchmark's own cluster, stopped while a baseline runs in the benchmark's process.
+
+SIGSTOP to every process the run started (Ray's, Serve's replicas, HAProxy), SIGCONT
+after: the baseline gets the machine as a user without us has it, with no idle cluster
+beside it (an idle cluster cost a bare forward 3-12%, bench/embed_gap.py), and it can run
+right before the service it is compared with instead of minutes earlier, in a VM whose
+speed drifts within a run. A stop misses at most one of a replica's health checks, and
+Serve replaces a replica after three missed in a row.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+def started_processes() -> list[Any]:
+    """Every process of this run's cluster (psutil processes): Ray's, its workers and
+    HAProxy, all started from this process; not this process's own multiprocessing
+    helpers (a pool's workers, its resource tracker), which a baseline may be using."""
+    import psutil
+
+    found = []
+    for child in psutil.Process(os.getpid()).children():
+        try:
+            if any("multiprocessing" in part for part in child.cmdline()):
+                continue
+            found += [child, *child.children(recursive=True)]
+        except psutil.Error:  # ended since it was listed
+            continue
+    return found
+
+
+@contextmanager
+def cluster_stopped() -> Iterator[None]:
+    """The block runs with every process this run started so far stopped."""
+    processes = started_processes()
+    for process in processes:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGCONT)
