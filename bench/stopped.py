@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 
@@ -34,14 +34,22 @@ def started_processes() -> list[Any]:
     return found
 
 
+def _signal_each(processes: list[Any], signum: int) -> None:
+    """`signum` to every process still there: one that ended since it was listed (a Ray
+    worker exits) must not leave the ones after it stopped for good."""
+    import psutil
+
+    for process in processes:
+        with suppress(psutil.NoSuchProcess):
+            process.send_signal(signum)
+
+
 @contextmanager
 def cluster_stopped() -> Iterator[None]:
-    """The block runs with every process this run started so far stopped."""
+    """The block runs with the cluster's processes (`started_processes`) stopped."""
     processes = started_processes()
-    for process in processes:
-        process.send_signal(signal.SIGSTOP)
+    _signal_each(processes, signal.SIGSTOP)
     try:
         yield
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGCONT)
+        _signal_each(processes, signal.SIGCONT)
