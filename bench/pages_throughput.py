@@ -221,9 +221,9 @@ def main() -> int:
         # minutes before the cluster started, ranged 0.86-1.17 across runs of one code.
         with cluster_stopped():
             direct["digital"] = direct_digital(pdf, n)
-        served: dict[str, float] = {}
+        service: dict[str, float] = {}
         for formats in ("json", "text"):
-            served[f"digital {formats}"] = upload_all(
+            service[f"digital {formats}"] = upload_all(
                 url, key, "/v1/ocr/upload", [pdf] * DIGITAL_RUNS, {"formats": [formats]}, 1,
                 "doc.pdf") / DIGITAL_RUNS
         arrays = decoded(images)
@@ -232,7 +232,7 @@ def main() -> int:
         with cluster_stopped():
             per_core = direct_rapidocr_per_core(arrays)
         direct["rapidocr"] = {"one process": one_engine, "every core": per_core}
-        served["rapidocr"] = upload_all(url, key, "/v1/ocr/upload", images,
+        service["rapidocr"] = upload_all(url, key, "/v1/ocr/upload", images,
                                         {"engine": "rapidocr"}, 2)
         # blla page by page in turn, each stop as short as a page (Ray's processes are
         # stopped with it); each side first segments the first page once untimed.
@@ -241,13 +241,13 @@ def main() -> int:
             segment(pages[0])
         upload_all(url, key, "/v1/segment/upload", pages[:1], {}, 1, warm_up=False)
         direct["blla"] = {"one process": 0.0}
-        served["blla"] = 0.0
+        service["blla"] = 0.0
         for page in pages:
             with cluster_stopped():
                 direct["blla"]["one process"] += segment(page)
-            served["blla"] += upload_all(url, key, "/v1/segment/upload", [page], {}, 1,
+            service["blla"] += upload_all(url, key, "/v1/segment/upload", [page], {}, 1,
                                          warm_up=False)
-        return served
+        return service
 
     one, cold, memory = served(app_args(1), work)
     two, _, _ = served(app_args(2), lambda url, key: {"rapidocr": upload_all(
