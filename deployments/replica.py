@@ -59,9 +59,8 @@ def collector_paused() -> Iterator[None]:
     objects, none of them garbage, and the collector keeps walking them: a process that
     imports Ray Serve and builds the Embedding's engine took 8.1-8.7 CPU s without it,
     9.4-10.1 with it (three pairs, 2 cores), at a cold start where every replica competes
-    for those cores. Serve
-    collects and freezes what the replica's start built once it ends
-    (RAY_SERVE_FREEZE_GC_ON_STARTUP)."""
+    for those cores. Serve collects and freezes what the replica's start built once it
+    ends (RAY_SERVE_FREEZE_GC_ON_STARTUP)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
