@@ -10,7 +10,8 @@ mean pooling, its defaults otherwise. Both servers get the same OpenAI-shaped re
 direct baseline is the model's forward over all sentences sorted by length, 64 a batch:
 what a user with the model and no server gets at best, on torch and on ONNX Runtime (the
 service runs its encoder there on a machine without a GPU, ADR 013). The sides run in
-turn, --rounds times, each keeping its fastest round. Written to docs/benchmarks.md.
+turn, --rounds times, each keeping its fastest round, with the other sides' processes
+stopped (SIGSTOP, bench/stopped.py). Written to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.embed_throughput import sentences  # noqa: E402
 from bench.overload import embedded_default, percentile  # noqa: E402
 from bench.report import line_chart, write_report  # noqa: E402
+from bench.stopped import cluster_stopped, process_tree, stopped  # noqa: E402
 from tests.fixtures.cluster import free_port, running_app  # noqa: E402
 
 INFINITY = "infinity-emb[server,torch]==0.0.78"
@@ -166,8 +169,10 @@ def measure(url: str, path: str, headers: dict[str, str], texts: list[str],
             for level in LEVELS}
 
 
-def infinity(texts: list[str], per_request: int
-             ) -> dict[int, tuple[float, float, float, int]]:
+@contextmanager
+def infinity_server() -> Iterator[tuple[str, int]]:
+    """(URL, PID) of infinity-emb serving the benchmark's model, installed first if the
+    venv lacks it; stopped on exit."""
     if not (VENV / "bin" / "infinity_emb").exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(VENV / "bin" / "pip"), "install", "--progress-bar", "off",
@@ -191,7 +196,7 @@ def infinity(texts: list[str], per_request: int
             except httpx.TransportError:
                 if server.poll() is not None:
                     raise RuntimeError("infinity_emb exited at start") from None
-        return measure(url, "/embeddings", {}, texts, per_request)
+        yield url, server.pid
     finally:
         server.terminate()
         server.wait(30)
@@ -217,13 +222,20 @@ def main() -> int:
     peer: dict[int, tuple[float, float, float, int]] = {}
     # This VM's speed drifts within a run, and a slow spell only takes speed away: every
     # side runs once a round, in turn, and keeps its fastest round at each concurrency.
-    for _ in range(args.rounds):
-        direct = max(direct, one_pass())
-        direct_onnx = max(direct_onnx, onnx_pass())
-        peer = fastest(peer, infinity(texts, args.per_request))
-        with running_app(embedded_default()) as (url, key):
-            ours = fastest(ours, measure(url, "/v1/embeddings", {"X-API-Key": key}, texts,
-                                         args.per_request))
+    # Both servers start once and are stopped (bench/stopped.py) while the other side
+    # runs: a start of each a round took a minute of `make bench`.
+    with infinity_server() as (peer_url, peer_pid), \
+            running_app(embedded_default()) as (url, key):
+        for _ in range(args.rounds):
+            with cluster_stopped():  # both servers
+                direct = max(direct, one_pass())
+                direct_onnx = max(direct_onnx, onnx_pass())
+            with cluster_stopped(besides={peer_pid}):
+                peer = fastest(peer, measure(peer_url, "/embeddings", {}, texts,
+                                             args.per_request))
+            with stopped(process_tree(peer_pid)):
+                ours = fastest(ours, measure(url, "/v1/embeddings", {"X-API-Key": key},
+                                             texts, args.per_request))
     rows = []
     for level in LEVELS:
         (o, o50, o99, o503), (p, p50, p99, p503) = ours[level], peer[level]
@@ -239,8 +251,8 @@ def main() -> int:
         f"config/local.yaml's Embedding (its encoder on ONNX Runtime, ADR 013), {INFINITY} "
         "with its defaults (torch). One and 8 clients "
         "send the first 1,024 sentences, 32 and 128 all of them. Each side ran "
-        f"{args.rounds} rounds in turn (sorted forwards, infinity, ocr-graph) and keeps its "
-        "fastest at each concurrency.\n\n"
+        f"{args.rounds} rounds in turn (sorted forwards, infinity, ocr-graph), the other "
+        "sides' processes stopped meanwhile, and keeps its fastest at each concurrency.\n\n"
         "| concurrency | ocr-graph sentences/s (of direct / of direct ONNX) | p50 / p99 s | "
         "503s retried | "
         "infinity sentences/s (of direct) | p50 / p99 s | 503s retried | ocr-graph / "

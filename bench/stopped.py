@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 
-def started_processes() -> list[Any]:
+def started_processes(besides: Collection[int] = ()) -> list[Any]:
     """Every process of this run's cluster (psutil processes): Ray's, its workers and
     HAProxy, all started from this process; not this process's own multiprocessing
-    helpers (a pool's workers, its resource tracker), which a baseline may be using."""
+    helpers (a pool's workers, its resource tracker), which a baseline may be using, nor
+    the process trees of the children in `besides` (a peer server the baseline is)."""
     import psutil
 
     found = []
     for child in psutil.Process(os.getpid()).children():
         try:
-            if any("multiprocessing" in part for part in child.cmdline()):
+            if child.pid in besides or any("multiprocessing" in part
+                                           for part in child.cmdline()):
                 continue
             found += [child, *child.children(recursive=True)]
         except psutil.Error:  # ended since it was listed
@@ -44,10 +46,24 @@ def _signal_each(processes: list[Any], signum: int) -> None:
             process.send_signal(signum)
 
 
+def process_tree(pid: int) -> list[Any]:
+    """The process `pid` and every process below it."""
+    import psutil
+
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
 @contextmanager
-def cluster_stopped() -> Iterator[None]:
+def cluster_stopped(besides: Collection[int] = ()) -> Iterator[None]:
     """The block runs with the cluster's processes (`started_processes`) stopped."""
-    processes = started_processes()
+    with stopped(started_processes(besides)):
+        yield
+
+
+@contextmanager
+def stopped(processes: list[Any]) -> Iterator[None]:
+    """The block runs with `processes` stopped; each gets SIGCONT after, however it ends."""
     _signal_each(processes, signal.SIGSTOP)
     try:
         yield
