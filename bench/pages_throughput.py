@@ -41,16 +41,13 @@ from bench.overload import ReplicaWatch  # noqa: E402
 from bench.report import bar_chart, write_report  # noqa: E402
 from bench.stopped import cluster_stopped  # noqa: E402
 from deployments.engines.ocr.rapidocr import usable_cores  # noqa: E402
-from tests.fixtures.cluster import local_default_args, running_app  # noqa: E402
+from tests.fixtures.cluster import deploy_config, local_default_args, local_serve  # noqa: E402
 from tests.fixtures.documents import LINES, scan_png, text_pdf  # noqa: E402
 
 
-def app_args(ocr_replicas: int) -> dict[str, Any]:
-    args = local_default_args(ocr_engines=[], embedding_model=None, rerank_model=None,
+def app_args() -> dict[str, Any]:
+    return local_default_args(ocr_engines=[], embedding_model=None, rerank_model=None,
                               training_model=None)
-    options = dict(args["deployment_options"])
-    options["OCR"] = {**options["OCR"], "num_replicas": ocr_replicas}
-    return {**args, "deployment_options": options}
 
 
 def scans(count: int) -> list[bytes]:
@@ -187,18 +184,25 @@ def upload_all(url: str, key: str, route: str, files: list[bytes], options: dict
     return time.perf_counter() - started
 
 
-def served(args: dict[str, Any], work: Any) -> tuple[Any, float, dict[str, float]]:
-    """(work's result, seconds from starting Ray to /readyz 200, RSS MB per replica)."""
+def served(one_replica: Callable[[str, str], dict[str, float]],
+           two_replicas: Callable[[str, str], dict[str, float]]
+           ) -> tuple[dict[str, float], dict[str, float], float, dict[str, float]]:
+    """(one_replica's result, two_replicas's, seconds from starting Ray to /readyz 200,
+    RSS MB per replica): the app deployed as `serve run config.yaml` deploys it, then its
+    OCR scaled to two replicas in place, as an operator's edited config does."""
     import httpx
 
     started = time.perf_counter()
-    with running_app(args) as (url, key):
-        # serve.run returns once the app is ready; /readyz must agree before the clock stops.
-        assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
+    with local_serve() as cluster:
+        deploy_config(app_args())
+        # Serve's status says running; /readyz must agree before the clock stops.
+        assert httpx.get(f"{cluster.url}/readyz", timeout=30).status_code == 200
         cold = time.perf_counter() - started
         memory = ReplicaWatch("bench", ("Ingress", "OCR", "Segmentation",
                                         "ResidencyController")).rss_mb()
-        return work(url, key), cold, memory
+        one = one_replica(cluster.url, cluster.api_key)
+        deploy_config(app_args(), [{"name": "OCR", "num_replicas": 2}])
+        return one, two_replicas(cluster.url, cluster.api_key), cold, memory
 
 
 def main() -> int:
@@ -249,8 +253,7 @@ def main() -> int:
                                          warm_up=False)
         return service
 
-    one, cold, memory = served(app_args(1), work)
-    two, _, _ = served(app_args(2), lambda url, key: {"rapidocr": upload_all(
+    one, two, cold, memory = served(work, lambda url, key: {"rapidocr": upload_all(
         url, key, "/v1/ocr/upload", images, {"engine": "rapidocr"}, 4)})
     rows = [
         ("born-digital PDF, formats json", n, "pages", direct["digital"], one["digital json"]),
