@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402
-from tests.fixtures.cluster import local_default_args, running_app  # noqa: E402
+from tests.fixtures.cluster import deploy_config, local_default_args, local_serve  # noqa: E402
 
 TARGET_MB = 4096
 CGROUPS = Path("/sys/fs/cgroup")
@@ -131,14 +131,16 @@ def measure() -> tuple[float, dict[str, tuple[float, float, int]], float | None]
     import psutil
     import ray.serve  # noqa: F401 - imported before joining the cgroup: the driver's memory
 
-    import serve_app.app  # noqa: F401
-
     cgroup = MemoryCgroup.make()
     working_set = None
     try:
         if cgroup:
             cgroup.join()
-        with running_app(local_default_args(), dashboard=True) as (url, _key):
+        with local_serve(dashboard=True) as cluster:
+            # As `ocr-graph serve` (`serve run config/local.yaml`) deploys it: Serve's
+            # controller builds the app from the config, not this process.
+            deploy_config(local_default_args())
+            url = cluster.url
             if cgroup:
                 cgroup.leave()
             assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
