@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_report  # noqa: E402
-from tests.fixtures.cluster import LocalCluster, local_serve  # noqa: E402
+from tests.fixtures.cluster import LocalCluster, deploy, local_serve  # noqa: E402
 from tests.fixtures.documents import pages_pdf  # noqa: E402
 from tests.fixtures.fake_ollama import FakeOllama  # noqa: E402
 
@@ -41,9 +41,6 @@ def run(cluster: LocalCluster, profile: str, documents: int, load_s: float,
     with its own fake Ollama: both runs share one Ray, whose start and stop took a
     quarter of the benchmark."""
     import httpx
-    from ray import serve
-
-    from serve_app.app import build_app
 
     ollama = FakeOllama(latency_s=latency_s, load_s=load_s).start()
     small = {"ray_actor_options": {"num_cpus": 0.1}}
@@ -57,7 +54,7 @@ def run(cluster: LocalCluster, profile: str, documents: int, load_s: float,
                                                 "formats": ["text"]})}}
     single, multi = pages_pdf(1), pages_pdf(8)
     try:
-        serve.run(build_app(args), name="bench", route_prefix="/")
+        deploy(args)
         with httpx.Client(base_url=cluster.url, headers={"X-API-Key": cluster.api_key},
                           timeout=600) as client:
             started = time.perf_counter()
