@@ -44,6 +44,7 @@ from serve_app.security import (
     fetch_url,
     read_upload_file,
 )
+from serve_app.serve_state import application_state
 
 logger = logging.getLogger("ray.serve")
 
@@ -100,22 +101,22 @@ class Ingress:
         """Readiness from what Serve's controller knows of every replica (started, model
         loaded, passing its health checks): it never queues behind requests, so it holds
         under overload. Ready when every deployment has a running replica."""
+        app_name = serve.get_replica_context().app_name
         try:
-            status = await run_in_threadpool(serve.status)
-            application = status.applications[serve.get_replica_context().app_name]
+            application = await run_in_threadpool(application_state, app_name)
         except Exception as exc:  # the controller is away: nothing can be said to be ready
             return JSONResponse({"status": "unavailable", "deployments": {},
                                  "message": f"Serve's controller did not answer: {exc}"},
                                 status_code=503)
-        deployments = {}
-        for name, overview in application.deployments.items():
-            if name == "Ingress":  # it is answering this
-                continue
-            replicas = {_name(state): count
-                        for state, count in overview.replica_states.items() if count}
-            deployments[name] = {"status": _name(overview.status),
-                                 "running": replicas.get("RUNNING", 0), "replicas": replicas,
-                                 "message": overview.message or None}
+        if application is None:  # being deleted, or replaced under another name
+            return JSONResponse({"status": "unavailable", "deployments": {},
+                                 "message": f"Serve has no application {app_name!r}"},
+                                status_code=503)
+        deployments = {
+            name: {"status": state.status, "running": state.replicas.get("RUNNING", 0),
+                   "replicas": state.replicas, "message": state.message or None}
+            for name, state in application.deployments.items()
+            if name != "Ingress"}  # it is answering this
         ready = all(state["running"] > 0 for state in deployments.values())
         return JSONResponse({"status": "ok" if ready else "unavailable",
                              "deployments": deployments},
@@ -425,11 +426,6 @@ class Ingress:
             self._call(self.residency.capacity.remote(), "the ResidencyController"),
             self._describe_models())
         return {**capacity, "models": models}
-
-
-def _name(state: Any) -> str:
-    """A Serve status enum (or the plain string some versions give) as its name."""
-    return str(getattr(state, "value", state))
 
 
 # A call by value goes to the replica and back in one gRPC message each way (Serve's calls

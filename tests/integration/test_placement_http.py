@@ -19,6 +19,31 @@ def test_health_and_readiness_need_no_key(anonymous: httpx.Client) -> None:
         "OCR", "Segmentation", "Embedding", "Rerank", "Trainer", "ResidencyController"}
 
 
+def test_readiness_reads_what_serve_status_reports(anonymous: httpx.Client) -> None:
+    """/readyz and the fixtures read the controller's details without serve.status()'s
+    validation: each app's deployments, their statuses and replica counts must be what
+    serve.status() says (three apps run here, so one app's state must not be another's)."""
+    from ray import serve
+
+    from serve_app.serve_state import application_state
+
+    public = serve.status().applications
+    assert set(public) == {"main", "tiny", "residency"}
+    for app_name, overview in public.items():
+        ours = application_state(app_name)
+        assert ours is not None and ours.status == overview.status.value
+        assert {name: (state.status, state.replicas) for name, state in
+                ours.deployments.items()} == {
+            name: (deployment.status.value, deployment.replica_states)
+            for name, deployment in overview.deployments.items()}
+    assert application_state("no-such-app") is None
+    running = {name: state["running"]
+               for name, state in anonymous.get("/readyz").json()["deployments"].items()}
+    assert running == {name: deployment.replica_states.get("RUNNING", 0)
+                       for name, deployment in public["main"].deployments.items()
+                       if name != "Ingress"}
+
+
 def test_replicas_get_their_fraction_of_the_gpu(client: httpx.Client) -> None:
     response = client.get("/v1/capacity")
     assert response.status_code == 200, response.text
