@@ -4,7 +4,11 @@
 
 Serves config/local.yaml's application (every deployment, its models) on a private Ray
 with the dashboard, as `ocr-graph serve` does on a laptop, and measures the time from
-starting Ray to /readyz 200, then every process of that Ray: the GCS, the raylet, the
+starting Ray to /readyz 200, twice on one DATA_DIR: a first start, on an empty one (the
+Embedding exports its encoder to ONNX into the model cache, once per install), and a
+restart, stopped and started again on what the first left (every start after an
+install's first: a reboot, a redeploy, a container recreated on its volume). Then every
+process of the restart's Ray: the GCS, the raylet, the
 dashboard and its agents, Serve's controller and proxy, each replica, idle workers. RSS
 counts a shared page in every process that maps it (torch's libraries are mapped by
 each replica); PSS splits it between them, which is what the machine really gives.
@@ -21,10 +25,14 @@ Written to docs/benchmarks.md.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +42,7 @@ from bench.report import write_report  # noqa: E402
 from tests.fixtures.cluster import deploy_config, local_default_args, local_serve  # noqa: E402
 
 TARGET_MB = 4096
+TARGET_S = 30
 CGROUPS = Path("/sys/fs/cgroup")
 
 
@@ -123,10 +132,11 @@ def label(process: object) -> str:
     return program
 
 
-def measure() -> tuple[float, dict[str, tuple[float, float, int]], float | None]:
-    """(seconds to /readyz 200, {label: (RSS MB, PSS MB, processes)}, the cgroup's working
-    set in MB or None where no cgroup could be made)."""
-    started = time.perf_counter()  # as before the cgroup: the driver's imports count here
+def measure(data_dir: Path) -> tuple[float, dict[str, tuple[float, float, int]],
+                                      float | None]:
+    """A start on `data_dir`: (seconds to /readyz 200, {label: (RSS MB, PSS MB,
+    processes)}, the cgroup's working set in MB or None where no cgroup could be made)."""
+    started = time.perf_counter()
     import httpx
     import psutil
     import ray.serve  # noqa: F401 - imported before joining the cgroup: the driver's memory
@@ -136,7 +146,7 @@ def measure() -> tuple[float, dict[str, tuple[float, float, int]], float | None]
     try:
         if cgroup:
             cgroup.join()
-        with local_serve(dashboard=True) as cluster:
+        with local_serve({"DATA_DIR": str(data_dir)}, dashboard=True) as cluster:
             # As `ocr-graph serve` (`serve run config/local.yaml`) deploys it: Serve's
             # controller builds the app from the config, not this process.
             deploy_config(local_default_args())
@@ -165,8 +175,22 @@ def measure() -> tuple[float, dict[str, tuple[float, float, int]], float | None]
     return cold, processes, working_set
 
 
+def start_afresh(data_dir: Path) -> tuple[float, dict[str, tuple[float, float, int]],
+                                           float | None]:
+    """`measure` in a new process: each start pays its driver's imports, as each
+    `ocr-graph serve` does."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as executor:
+        return executor.submit(measure, data_dir).result()
+
+
 def main() -> int:
-    cold, processes, working_set = measure()
+    data_dir = Path(tempfile.mkdtemp(prefix="ocrg-footprint-"))
+    try:
+        first, _, first_working_set = start_afresh(data_dir)
+        cold, processes, working_set = start_afresh(data_dir)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
     rss = sum(v[0] for v in processes.values())
     pss = sum(v[1] for v in processes.values())
     rows = "\n".join(f"| {name} | {count} | {r:.0f} | {p:.0f} |" for name, (r, p, count) in
@@ -174,8 +198,10 @@ def main() -> int:
     report = (
         "The embedded default (config/local.yaml: every deployment and its models), a "
         "private Ray with the dashboard, 2 cores.\n\n"
-        f"Cold start, from starting Ray to /readyz 200: **{cold:.1f} s** (target <= 30 s: "
-        f"{'pass' if cold <= 30 else 'FAIL'}).\n\n"
+        "Cold start, from starting Ray to /readyz 200 (target <= 30 s): a restart on the "
+        f"DATA_DIR an earlier start left **{cold:.1f} s** ({verdict(cold)}); the first "
+        f"start on an empty DATA_DIR, which exports the Embedding's encoder to ONNX once, "
+        f"**{first:.1f} s** ({verdict(first)}). The processes below are the restart's.\n\n"
         "| process | count | RSS MB | PSS MB |\n|---|---|---|---|\n" + rows +
         f"\n| **all** | {sum(v[2] for v in processes.values())} | {rss:.0f} | **{pss:.0f}** |\n\n"
         f"The whole graph: {pss:.0f} MB PSS, {rss:.0f} MB RSS (target <= {TARGET_MB} MB: "
@@ -189,11 +215,16 @@ def main() -> int:
             f"\nThe graph's memory cgroup (every page charged once, what a container's "
             f"memory limit holds it to): **{working_set:.0f} MB** working set (usage less "
             f"inactive file cache; target <= {TARGET_MB} MB: "
-            f"{'pass' if working_set <= TARGET_MB else 'FAIL'}).\n")
+            f"{'pass' if working_set <= TARGET_MB else 'FAIL'}; the first start's "
+            f"{first_working_set or 0:.0f} MB).\n")
     print(report)
     write_report(report, "footprint")
     within = working_set <= TARGET_MB if working_set is not None else pss <= TARGET_MB
-    return 0 if cold <= 30 and within else 1
+    return 0 if max(first, cold) <= TARGET_S and within else 1
+
+
+def verdict(seconds: float) -> str:
+    return "pass" if seconds <= TARGET_S else "FAIL"
 
 
 if __name__ == "__main__":
