@@ -7,6 +7,8 @@ on its longest inputs on every call, so a micro-batch through it costs two forwa
 (measured on 2 cores with all-MiniLM-L6-v2: 187-209 sentences/s through encode per 64
 sentences, against 553 for the model's own forward; docs/architecture.md). The encoder
 runs packed where the architecture allows (packing.py): no token of a forward is padding.
+A dense model's later starts on the CPU load the ONNX export and tokenizer its first start
+wrote, and pool as FlagModel pools, without importing FlagEmbedding (onnx_encoder.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import functools
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,6 +37,40 @@ DENSE = frozenset({"dense"})
 PACKED_PADDING_COST = 0.25
 
 
+def on_onnx_runtime(settings: Settings, device: str) -> bool:
+    """A replica without a GPU never moves its model (residency moves between devices), so
+    its encoder can run on ONNX Runtime, faster on the CPU (onnx_encoder.py)."""
+    import torch
+
+    return (device == "cpu" and settings.embed_cpu_runtime == "onnxruntime"
+            and not torch.cuda.is_available())
+
+
+def _model_tokenizer_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Each text's ids with the model's special tokens, untruncated: its own tokenizer."""
+    return list(tokenizer(texts, add_special_tokens=True, truncation=False,
+                          verbose=False)["input_ids"])
+
+
+def _backend_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """The same ids from that tokenizer's Rust backend, as an export saved it (truncation
+    and padding off, as the model's own tokenizer is called here)."""
+    return [encoding.ids for encoding in tokenizer.encode_batch(texts, add_special_tokens=True)]
+
+
+def _cls_pooling(hidden: Any, mask: Any) -> Any:
+    return hidden[:, 0]
+
+
+def _mean_pooling(hidden: Any, mask: Any) -> Any:
+    summed = (hidden * mask.unsqueeze(-1).float()).sum(dim=1)
+    return summed / mask.sum(dim=1, keepdim=True).float()
+
+
+# FlagModel's poolings (`BaseEmbedder.pooling`), for a model started from its export.
+POOLINGS = {"cls": _cls_pooling, "mean": _mean_pooling}
+
+
 @dataclass(frozen=True)
 class Tokenized:
     ids: list[int]
@@ -44,6 +82,7 @@ class FlagEncoder(ABC):
 
     name: ClassVar[str] = "flag"
     outputs: frozenset[str] = frozenset({"dense"})
+    token_ids: Callable[[list[str]], list[list[int]]]  # per text, untruncated
 
     @abstractmethod
     def __init__(self, spec: ModelSpec, settings: Settings, device: str) -> None:
@@ -63,22 +102,22 @@ class FlagEncoder(ABC):
         packed = [part for part in self.model.modules() if isinstance(part, PackedEncoder)]
         self.packs = bool(packed)
         self.runtime = "torch"
-        # A replica without a GPU never moves its model (residency moves between devices),
-        # so its encoder can run on ONNX Runtime, faster on the CPU (onnx_encoder.py).
-        if (packed and device == "cpu" and settings.embed_cpu_runtime == "onnxruntime"
-                and not torch.cuda.is_available()):
+        if packed and on_onnx_runtime(settings, device):
             self._run_on_onnx(packed[0], spec, settings)
+        self.token_ids = functools.partial(_model_tokenizer_ids, tokenizer)
+        self._ready(device, max_length, tokenizer.pad_token_id or 0)
+
+    def _ready(self, device: str, max_length: int, pad_id: int) -> None:
         self.padding_cost = PACKED_PADDING_COST if self.packs else 1.0
         self.device = device
         self.max_length = max_length
-        self.pad_id = tokenizer.pad_token_id or 0
+        self.pad_id = pad_id
         self.forward_overhead = self.measure_forward_overhead()
 
     def tokenize(self, texts: list[str], max_length: int | None) -> list[Tokenized]:
         limit = min(max_length or self.max_length, self.max_length)
-        encoded = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)
         result = []
-        for ids in encoded["input_ids"]:
+        for ids in self.token_ids(texts):
             if len(ids) > limit:  # keep the closing special token, as truncation=True would
                 result.append(Tokenized(ids[: limit - 1] + ids[-1:], True))
             else:
@@ -89,17 +128,22 @@ class FlagEncoder(ABC):
         from deployments.engines.embedding.onnx_encoder import onnx_encoder
 
         assert settings.model_cache_dir is not None and settings.tmp_dir is not None
-        encoder = onnx_encoder(packed.encoder, packed.first_position,
-                               resolve_weights(spec, settings), settings.model_cache_dir,
-                               settings.tmp_dir)
+        weights = resolve_weights(spec, settings)
+        if weights is None:
+            return
+        encoder = onnx_encoder(packed.encoder, packed.first_position, self.tokenizer,
+                               spec.name, weights, settings.model_cache_dir, settings.tmp_dir)
         if encoder is not None:
             packed.encoder.to("meta")  # its weights now live in the session: no second copy
             packed.encoder = encoder
-            self.runtime = "onnxruntime"
-            # What stays on torch (packing's gathers, pooling, heads) is small; a team of
-            # torch threads beside the session's own would take turns with it on the cores
-            # (16 sentences a forward: 202-374 sentences/s, against 353-452 on one thread; ADR 013).
-            self.torch.set_num_threads(1)
+            self._on_onnx()
+
+    def _on_onnx(self) -> None:
+        self.runtime = "onnxruntime"
+        # What stays on torch (packing's gathers, pooling, heads) is small; a team of
+        # torch threads beside the session's own would take turns with it on the cores
+        # (16 sentences a forward: 202-374 sentences/s, against 353-452 on one thread; ADR 013).
+        self.torch.set_num_threads(1)
 
     def pad(self, batch: list[list[int]]) -> tuple[Any, Any]:
         width = max(len(ids) for ids in batch)
@@ -151,20 +195,50 @@ class DenseEncoder(FlagEncoder):
     name: ClassVar[str] = "flag-dense"
 
     def __init__(self, spec: ModelSpec, settings: Settings, device: str):
+        limit = int(spec.options.get("max_length", DEFAULT_MAX_LENGTH))
+        weights = resolve_weights(spec, settings)
+        if self._from_cache(spec, weights, settings, device, limit):
+            return
         from FlagEmbedding import FlagModel
 
         from deployments.engines.embedding.packing import packed
 
-        self.flag = FlagModel(str(resolve_weights(spec, settings)), pooling_method=spec.pooling,
+        self.flag = FlagModel(str(weights), pooling_method=spec.pooling,
                               normalize_embeddings=True, use_fp16=False, devices=[device])
-        limit = int(spec.options.get("max_length", DEFAULT_MAX_LENGTH))
+        self.pooling = self.flag.pooling
         self._use(self.flag.tokenizer, packed(self.flag.model), device, limit, spec, settings)
+
+    def _from_cache(self, spec: ModelSpec, weights: Path | None, settings: Settings,
+                    device: str, limit: int) -> bool:
+        """Built from an earlier start's export and tokenizer, where the model would run on
+        ONNX Runtime and there is one whole."""
+        import torch
+
+        from deployments.engines.embedding.onnx_encoder import cached_encoder
+        from deployments.engines.embedding.packing import PackedEncoder
+
+        if (weights is None or spec.pooling not in POOLINGS
+                or not on_onnx_runtime(settings, device)):
+            return False
+        assert settings.model_cache_dir is not None
+        cached = cached_encoder(spec.name, weights, settings.model_cache_dir)
+        if cached is None:
+            return False
+        self.torch = torch
+        self.tokenizer = cached.tokenizer
+        self.token_ids = functools.partial(_backend_ids, cached.tokenizer)
+        self.model = PackedEncoder(cached.encoder)
+        self.pooling = POOLINGS[spec.pooling]
+        self.packs = True
+        self._on_onnx()
+        self._ready("cpu", limit, cached.pad_id)
+        return True
 
     def forward(self, batch: list[list[int]], want: frozenset[str]) -> list[dict[str, Any]]:
         ids, mask = self.pad(batch)
         with self.torch.inference_mode():
             hidden = self.model(input_ids=ids, attention_mask=mask, return_dict=True)
-            pooled = self.flag.pooling(hidden.last_hidden_state, mask)
+            pooled = self.pooling(hidden.last_hidden_state, mask)
             dense = self.torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
         return [{"dense": vector} for vector in dense]
 

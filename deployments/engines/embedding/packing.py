@@ -21,11 +21,11 @@ best padded batching gets, 440-453 padded and 451-481 packed in rows of 32.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from transformers.modeling_outputs import BaseModelOutput
 
 PACK_WIDTH = 32
 # Architectures whose embeddings take explicit position ids from 0 (BERT) or from just
@@ -33,6 +33,20 @@ PACK_WIDTH = 32
 # takes a [rows, width, width] mask.
 POSITIONS_AFTER_PADDING = frozenset({"roberta", "xlm-roberta"})
 PACKABLE = frozenset({"bert"}) | POSITIONS_AFTER_PADDING
+
+
+@dataclass
+class EncoderOutput:
+    """What the models' own forwards read of their encoder's output (`.last_hidden_state`),
+    without importing transformers, which a start from a cached ONNX export does not."""
+
+    last_hidden_state: torch.Tensor
+
+
+def first_position_of(config: Any) -> int:
+    """The position id of a text's first token: 0 (BERT), or just past the padding index
+    (RoBERTa, XLM-R)."""
+    return config.pad_token_id + 1 if config.model_type in POSITIONS_AFTER_PADDING else 0
 
 
 def pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
@@ -65,11 +79,10 @@ class PackedEncoder(torch.nn.Module):
         self.encoder = encoder
         self.config = encoder.config
         self.width = width
-        after_padding = encoder.config.model_type in POSITIONS_AFTER_PADDING
-        self.first_position = encoder.config.pad_token_id + 1 if after_padding else 0
+        self.first_position = first_position_of(encoder.config)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                return_dict: bool = True) -> BaseModelOutput:
+                return_dict: bool = True) -> Any:
         """Every other input an encoder takes (token types, positions) would be lost in
         the packing, so none is accepted."""
         texts, longest = input_ids.shape
@@ -112,7 +125,7 @@ class PackedEncoder(torch.nn.Module):
         size = hidden.shape[-1]
         out = hidden.new_zeros(texts * longest, size)
         out[padded_at_t] = hidden.reshape(-1, size)[packed_at_t]
-        return BaseModelOutput(last_hidden_state=out.view(texts, longest, size))
+        return EncoderOutput(last_hidden_state=out.view(texts, longest, size))
 
 
 def packed(encoder: Any) -> Any:

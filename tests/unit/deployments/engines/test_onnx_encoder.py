@@ -4,7 +4,10 @@ export made once and reused, and torch again wherever the export fails."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +86,47 @@ def test_the_session_holds_the_weights_and_the_torch_encoder_lets_go(
 
 def test_the_export_is_made_once_and_reused(settings: Settings,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A later start loads the export and the tokenizer it saved, without FlagEmbedding:
+    the same ids for every text (special tokens, accents, CJK, emoji, one truncated) and
+    the same vectors as the start that made it."""
+    import FlagEmbedding
+
     first = _minilm(settings)
     assert len(_exports(settings)) == 1
 
-    def no_export(*_: Any) -> None:
-        raise AssertionError("exported again")
+    def not_again(*_: Any, **__: Any) -> None:
+        raise AssertionError("loaded through FlagEmbedding or exported again")
 
-    monkeypatch.setattr(onnx_encoder, "export", no_export)
+    monkeypatch.setattr(onnx_encoder, "export", not_again)
+    monkeypatch.setattr(FlagEmbedding, "FlagModel", not_again)
     again = _minilm(settings)
     assert again.runtime == "onnxruntime" and len(_exports(settings)) == 1
-    np.testing.assert_array_equal(_outputs(again, frozenset({"dense"}))[0]["dense"],
-                                  _outputs(first, frozenset({"dense"}))[0]["dense"])
+    texts = [*TEXTS, "naïve Café, Straße", "日本語の手紙 🙂", "Grüße " * 400]
+    assert again.tokenize(texts, None) == first.tokenize(texts, None)
+    assert again.tokenize(texts, None)[-1].truncated
+    assert again.pad_id == first.pad_id
+    batch = [t.ids for t in first.tokenize(texts, None)]
+    for ours, theirs in zip(again.forward(batch, frozenset({"dense"})),
+                            first.forward(batch, frozenset({"dense"})), strict=True):
+        np.testing.assert_array_equal(ours["dense"], theirs["dense"])
+
+
+def test_a_start_from_the_export_imports_neither_flagembedding_nor_transformers(
+        settings: Settings) -> None:
+    """What makes it the faster start (5 CPU s of 9 on 2 cores): a fresh process."""
+    _minilm(settings)
+    code = ("import sys\n"
+            "from deployments.engines.embedding import DenseEncoder\n"
+            "from deployments.models import load_catalog\n"
+            "from serve_app.kernel.settings import Settings\n"
+            "engine = DenseEncoder(load_catalog()['all-minilm-l6-v2'], Settings.load(), 'cpu')\n"
+            "print(engine.runtime, sorted({m.split('.')[0] for m in sys.modules}\n"
+            "                             & {'FlagEmbedding', 'transformers'}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[4],
+                          env={**os.environ, "OCR_SIDECAR_API_KEY": "k"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["onnxruntime", "[]"]
 
 
 def test_a_failed_export_keeps_torch_and_leaves_no_file(
@@ -133,14 +166,27 @@ def test_an_export_damaged_on_disk_is_made_again(settings: Settings,
                                _outputs(plain, frozenset({"dense"}))[0]["dense"], atol=1e-5)
 
 
+def test_a_damaged_tokenizer_in_the_export_is_made_again(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    first = _minilm(settings)
+    [path] = _exports(settings)
+    (path.parent / onnx_encoder.TOKENIZER_FILE).write_text('{"version": "1.0", "trunc')
+    with caplog.at_level(logging.WARNING):
+        engine = _minilm(settings)
+    assert "does not load" in caplog.text and engine.runtime == "onnxruntime"
+    assert hasattr(engine, "flag")  # loaded through FlagEmbedding, which exported again
+    assert _exports(settings) == [path]
+    again = _minilm(settings)
+    assert not hasattr(again, "flag")  # and the next start loads that export
+    assert again.tokenize(TEXTS, None) == first.tokenize(TEXTS, None)
+
+
 def test_changed_model_files_get_their_own_export(tiny_models: dict[str, str],
                                                   tmp_path: Path) -> None:
-    from transformers import AutoConfig
-
     weights = Path(shutil.copytree(tiny_models["m3"], tmp_path / "m3"))
-    config = AutoConfig.from_pretrained(weights)
-    before = cache_key(weights, config)
-    assert cache_key(weights, config) == before
-    with (weights / "model.safetensors").open("ab") as file:
-        file.write(b"\0")
-    assert cache_key(weights, config) != before
+    before = cache_key(weights, "tiny-m3")
+    assert cache_key(weights, "tiny-m3") == before
+    assert cache_key(weights, "another-model") != before
+    with (weights / "tokenizer.json").open("a") as file:
+        file.write(" ")
+    assert cache_key(weights, "tiny-m3") != before
