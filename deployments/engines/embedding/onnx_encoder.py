@@ -150,7 +150,7 @@ def export(encoder: Any, first_position: int, folder: Path) -> None:
                           dynamic_axes=dynamic, opset_version=17, dynamo=False)
 
 
-def export_into(folder: Path, encoder: Any, first: int, tokenizer: Any,
+def export_into(folder: Path, encoder: Any, first_position: int, tokenizer: Any,
                 staging_dir: Path) -> None:
     """`export`, the tokenizer and ENGINE_FILE into a staging folder, renamed to `folder`
     once whole. A tokenizer without a Rust backend is not written: later starts then load
@@ -159,7 +159,7 @@ def export_into(folder: Path, encoder: Any, first: int, tokenizer: Any,
     staging_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="onnx-", dir=staging_dir,
                                      ignore_cleanup_errors=True) as building:
-        export(encoder, first, Path(building))
+        export(encoder, first_position, Path(building))
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is not None:
             (Path(building) / TOKENIZER_FILE).write_text(backend.to_str(), encoding="utf-8")
@@ -182,8 +182,8 @@ def session(path: Path) -> Any:
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_encoder(encoder: Any, first: int, tokenizer: Any, model: str, weights: Path,
-                 cache_dir: Path, staging_dir: Path) -> OnnxEncoder | None:
+def onnx_encoder(encoder: Any, first_position: int, tokenizer: Any, model: str,
+                 weights: Path, cache_dir: Path, staging_dir: Path) -> OnnxEncoder | None:
     """The encoder on ONNX Runtime, exported first where the cache has no usable export;
     None (and a warning saying why) where it cannot be, and the model stays on torch."""
     config = encoder.config
@@ -192,13 +192,13 @@ def onnx_encoder(encoder: Any, first: int, tokenizer: Any, model: str, weights: 
     try:
         if path.is_file():
             try:
-                return OnnxEncoder(session(path), config, first)
+                return OnnxEncoder(session(path), config, first_position)
             except Exception as error:  # damaged on disk since it was written: made again
                 logger.warning("the cached ONNX export %s does not load (%s); exporting again",
                                folder, error)
                 shutil.rmtree(folder, ignore_errors=True)
-        export_into(folder, encoder, first, tokenizer, staging_dir)
-        return OnnxEncoder(session(path), config, first)
+        export_into(folder, encoder, first_position, tokenizer, staging_dir)
+        return OnnxEncoder(session(path), config, first_position)
     except Exception as error:  # the torch encoder works: keep it
         logger.warning("the %s encoder stays on torch: ONNX Runtime could not take it (%s: %s)",
                        config.model_type, type(error).__name__, error)
