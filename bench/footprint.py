@@ -199,14 +199,15 @@ def main() -> int:
         "The embedded default (config/local.yaml: every deployment and its models), a "
         "private Ray with the dashboard, 2 cores.\n\n"
         "Cold start, from starting Ray to /readyz 200 (target <= 30 s): a restart on the "
-        f"DATA_DIR an earlier start left **{cold:.1f} s** ({verdict(cold)}); the first "
+        f"DATA_DIR an earlier start left **{cold:.1f} s** ({verdict(cold, TARGET_S)}); the first "
         f"start on an empty DATA_DIR, which exports the Embedding's encoder to ONNX once, "
-        f"**{first:.1f} s** ({verdict(first)}). The processes below are the restart's.\n\n"
+        f"**{first:.1f} s** ({verdict(first, TARGET_S)}). The processes below are the "
+        "restart's.\n\n"
         "| process | count | RSS MB | PSS MB |\n|---|---|---|---|\n" + rows +
         f"\n| **all** | {sum(v[2] for v in processes.values())} | {rss:.0f} | **{pss:.0f}** |\n\n"
         f"The whole graph: {pss:.0f} MB PSS, {rss:.0f} MB RSS (target <= {TARGET_MB} MB: "
-        f"{'pass' if pss <= TARGET_MB else 'FAIL'} by PSS, "
-        f"{'pass' if rss <= TARGET_MB else 'FAIL'} by RSS).\n"
+        f"{verdict(pss, TARGET_MB)} by PSS, "
+        f"{verdict(rss, TARGET_MB)} by RSS).\n"
     )
     if working_set is None:
         report += "\nNo memory cgroup could be made here: the working set is not measured.\n"
@@ -215,7 +216,7 @@ def main() -> int:
             f"\nThe graph's memory cgroup (every page charged once, what a container's "
             f"memory limit holds it to): **{working_set:.0f} MB** working set (usage less "
             f"inactive file cache; target <= {TARGET_MB} MB: "
-            f"{'pass' if working_set <= TARGET_MB else 'FAIL'}; the first start's "
+            f"{verdict(working_set, TARGET_MB)}; the first start's "
             f"{first_working_set or 0:.0f} MB).\n")
     print(report)
     write_report(report, "footprint")
@@ -223,8 +224,8 @@ def main() -> int:
     return 0 if max(first, cold) <= TARGET_S and within else 1
 
 
-def verdict(seconds: float) -> str:
-    return "pass" if seconds <= TARGET_S else "FAIL"
+def verdict(value: float, target: float) -> str:
+    return "pass" if value <= target else "FAIL"
 
 
 if __name__ == "__main__":
