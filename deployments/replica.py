@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -37,18 +38,23 @@ GPU_HEADROOM = 1.15  # allocator cap = share of the GPU * headroom
 
 
 def torch_device(placement: str) -> str:
-    """The torch device for a placement: cuda only where this replica can really use it."""
+    """The torch device for a placement: cuda only where this replica can really use it.
+    A CPU placement does not import torch: an engine on onnxruntime (rapidocr, an
+    exported encoder) never needs it, and its import is 2 CPU s of a cold start."""
+    if placement != "gpu":
+        return "cpu"
     import torch
 
-    return "cuda" if placement == "gpu" and torch.cuda.is_available() else "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def cap_gpu_memory() -> None:
+def cap_gpu_memory(share: float) -> None:
     """Ray's GPU fractions are logical: cap this process's torch allocator to its share."""
+    if not share:
+        return
     import torch
 
-    share = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
-    if share and torch.cuda.is_available():
+    if torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(min(1.0, share * GPU_HEADROOM))
 
 
@@ -86,9 +92,10 @@ def lower_priority(thread: int, by: int) -> None:
 
 
 def gpu_allocated_mb() -> int | None:
-    import torch
-
-    return torch.cuda.memory_allocated() >> 20 if torch.cuda.is_available() else None
+    """torch's allocated CUDA memory; None where this process never imported torch (an
+    onnxruntime engine) rather than importing it to answer."""
+    torch = sys.modules.get("torch")
+    return torch.cuda.memory_allocated() >> 20 if torch and torch.cuda.is_available() else None
 
 
 class ControllerAnswer:
@@ -321,7 +328,7 @@ class ModelReplica:
         ensure_present(spec, settings)  # where the catalog allows it: pulled, else says how
         with collector_paused():
             if holds_weights:
-                cap_gpu_memory()
+                cap_gpu_memory(share)
             self.device = torch_device(placement) if holds_weights else "cpu"
             before = thread_ids()
             self.engine = call_on_model_thread(make_engine, self.device)

@@ -4,6 +4,9 @@ every poll and moves when told, idle or busy; requests wait for a running move."
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,3 +191,28 @@ def test_a_model_loads_with_the_garbage_collector_off_and_gets_it_back_after(
         model.start(load_catalog()["tesseract"], Settings.load(), None, make_engine)
     assert during == [False]
     assert gc.isenabled()
+
+
+def test_a_cpu_replica_of_an_onnxruntime_engine_never_imports_torch(
+        clean_env: pytest.MonkeyPatch) -> None:
+    """rapidocr runs on onnxruntime: importing torch to learn that the device is the CPU
+    cost the OCR replica 2 CPU s of every cold start and torch's memory for good."""
+    code = ("import sys\n"
+            "from deployments import replica\n"
+            "from deployments.engines.ocr.rapidocr import RapidOcrEngine\n"
+            "from deployments.models import load_catalog\n"
+            "from serve_app.kernel.settings import Settings\n"
+            "from tests.unit.deployments.test_model_thread import NoRay\n"
+            "replica.ray.get_runtime_context = NoRay\n"
+            "spec, settings = load_catalog()['rapidocr'], Settings.load()\n"
+            "model = replica.ModelReplica()\n"
+            "model.start(spec, settings, None,\n"
+            "            lambda device: RapidOcrEngine(spec, settings, device))\n"
+            "info = model.describe()\n"
+            "print(model.device, info['gpu_allocated_mb'], 'torch' in sys.modules)\n")
+    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
+    clean_env.setenv("MODEL_REPLICA_NICENESS", "0")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[3])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["cpu", "None", "False"]
