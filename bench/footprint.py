@@ -8,8 +8,9 @@ starting Ray to /readyz 200, twice on one DATA_DIR: a first start, on an empty o
 Embedding exports its encoder to ONNX into the model cache, once per install), and a
 restart, stopped and started again on what the first left (every start after an
 install's first: a reboot, a redeploy, a container recreated on its volume). Then every
-process of the restart's Ray: the GCS, the raylet, the
-dashboard and its agents, Serve's controller and proxy, each replica, idle workers. RSS
+process of the restart's Ray (the GCS, the raylet, the dashboard and its agents, Serve's
+controller and proxy, each replica, idle workers): the CPU seconds it used until /readyz,
+which is where a start's time goes on 2 cores, and its memory. RSS
 counts a shared page in every process that maps it (torch's libraries are mapped by
 each replica); PSS splits it between them, which is what the machine really gives.
 
@@ -18,7 +19,8 @@ of its own and the report adds the cgroup's working set: usage less inactive fil
 what `docker stats` shows and what a container's `mem_limit` or a Kubernetes memory limit
 holds the graph to (docs/adr/009-memory-is-counted-once.md). Targets (issue 15): cold
 start <= 30 s, the whole graph <= 4 GB. The driver (this script; `serve run`'s process on
-a laptop) is not counted, except in the cgroup its allocations while it starts Ray.
+a laptop) is not counted in memory, except in the cgroup its allocations while it starts
+Ray; its CPU seconds are reported beside the graph's.
 Written to docs/benchmarks.md.
 """
 
@@ -132,10 +134,13 @@ def label(process: object) -> str:
     return program
 
 
-def measure(data_dir: Path) -> tuple[float, dict[str, tuple[float, float, int]],
-                                      float | None]:
+Processes = dict[str, tuple[float, float, int, float]]
+
+
+def measure(data_dir: Path) -> tuple[float, Processes, float | None, float]:
     """A start on `data_dir`: (seconds to /readyz 200, {label: (RSS MB, PSS MB,
-    processes)}, the cgroup's working set in MB or None where no cgroup could be made)."""
+    processes, CPU seconds used by then)}, the cgroup's working set in MB or None where no
+    cgroup could be made, the CPU seconds this driver used)."""
     started = time.perf_counter()
     import httpx
     import psutil
@@ -156,27 +161,31 @@ def measure(data_dir: Path) -> tuple[float, dict[str, tuple[float, float, int]],
             assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
             cold = time.perf_counter() - started
             working_set = cgroup.working_set_mb() if cgroup else None
-            totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
-            for process in psutil.Process(os.getpid()).children(recursive=True):
+            driver = psutil.Process(os.getpid())
+            driver_cpu = sum(driver.cpu_times()[:2])
+            totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0, 0.0])
+            for process in driver.children(recursive=True):
                 try:
                     memory = process.memory_full_info()
+                    cpu = process.cpu_times()
                     name = label(process)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
                 totals[name][0] += memory.rss / 2**20
                 totals[name][1] += memory.pss / 2**20
                 totals[name][2] += 1
+                totals[name][3] += cpu.user + cpu.system
     finally:
         if cgroup:
             with contextlib.suppress(OSError):
                 cgroup.leave()
             cgroup.remove()
-    processes = {name: (rss, pss, int(count)) for name, (rss, pss, count) in totals.items()}
-    return cold, processes, working_set
+    processes = {name: (rss, pss, int(count), cpu)
+                 for name, (rss, pss, count, cpu) in totals.items()}
+    return cold, processes, working_set, driver_cpu
 
 
-def start_afresh(data_dir: Path) -> tuple[float, dict[str, tuple[float, float, int]],
-                                           float | None]:
+def start_afresh(data_dir: Path) -> tuple[float, Processes, float | None, float]:
     """`measure` in a new process: each start pays its driver's imports, as each
     `ocr-graph serve` does."""
     spawn = multiprocessing.get_context("spawn")
@@ -187,13 +196,15 @@ def start_afresh(data_dir: Path) -> tuple[float, dict[str, tuple[float, float, i
 def main() -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="ocrg-footprint-"))
     try:
-        first, _, first_working_set = start_afresh(data_dir)
-        cold, processes, working_set = start_afresh(data_dir)
+        first, _, first_working_set, _ = start_afresh(data_dir)
+        cold, processes, working_set, driver_cpu = start_afresh(data_dir)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     rss = sum(v[0] for v in processes.values())
     pss = sum(v[1] for v in processes.values())
-    rows = "\n".join(f"| {name} | {count} | {r:.0f} | {p:.0f} |" for name, (r, p, count) in
+    cpu = sum(v[3] for v in processes.values())
+    rows = "\n".join(f"| {name} | {count} | {r:.0f} | {p:.0f} | {c:.1f} |"
+                     for name, (r, p, count, c) in
                      sorted(processes.items(), key=lambda item: -item[1][1]))
     report = (
         "The embedded default (config/local.yaml: every deployment and its models), a "
@@ -202,9 +213,12 @@ def main() -> int:
         f"DATA_DIR an earlier start left **{cold:.1f} s** ({verdict(cold, TARGET_S)}); the first "
         f"start on an empty DATA_DIR, which exports the Embedding's encoder to ONNX once, "
         f"**{first:.1f} s** ({verdict(first, TARGET_S)}). The processes below are the "
-        "restart's.\n\n"
-        "| process | count | RSS MB | PSS MB |\n|---|---|---|---|\n" + rows +
-        f"\n| **all** | {sum(v[2] for v in processes.values())} | {rss:.0f} | **{pss:.0f}** |\n\n"
+        "restart's, with the CPU seconds each had used by /readyz: a start is CPU-bound, "
+        f"{cpu:.0f} CPU s in these processes and {driver_cpu:.1f} in the driver (this "
+        "script; `serve run`'s process) on 2 cores.\n\n"
+        "| process | count | RSS MB | PSS MB | CPU s |\n|---|---|---|---|---|\n" + rows +
+        f"\n| **all** | {sum(v[2] for v in processes.values())} | {rss:.0f} | **{pss:.0f}** "
+        f"| {cpu:.0f} |\n\n"
         f"The whole graph: {pss:.0f} MB PSS, {rss:.0f} MB RSS (target <= {TARGET_MB} MB: "
         f"{verdict(pss, TARGET_MB)} by PSS, "
         f"{verdict(rss, TARGET_MB)} by RSS).\n"
