@@ -23,6 +23,9 @@ RUN mkdir serve_app deployments && touch serve_app/__init__.py deployments/__ini
  && rm -rf serve_app deployments
 COPY serve_app serve_app
 COPY deployments deployments
+# Compiled here: the root filesystem is read-only at run time, so no process could write
+# their bytecode, and every replica of every start would compile them again.
+RUN python -m compileall -q serve_app deployments
 COPY config config
 COPY serve_config.yaml ./
 COPY deploy/entrypoint.sh /usr/local/bin/ocr-graph-entrypoint

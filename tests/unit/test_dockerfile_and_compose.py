@@ -92,6 +92,22 @@ def test_image_installs_what_make_installs_and_runs_unprivileged() -> None:
     assert "COPY deploy/entrypoint.sh /usr/local/bin/ocr-graph-entrypoint" in dockerfile
 
 
+def test_every_package_the_image_copies_is_compiled_after_the_copy() -> None:
+    """The container's root filesystem is read-only: a package without bytecode from the
+    build is compiled again by every process that imports it, at every start."""
+    import tomllib
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]
+    packages = sorted(pattern.rstrip("*") for pattern in found)  # what `pip install` maps
+    assert packages
+    assert all(f"COPY {name} {name}" in dockerfile for name in packages)
+    last_copy = max(dockerfile.index(f"COPY {name} {name}") for name in packages)
+    compiled = re.search(r"^RUN python -m compileall -q (.+)$", dockerfile[last_copy:], re.M)
+    assert compiled and set(compiled.group(1).split()) >= set(packages)
+
+
 def test_the_dockerfile_lints_clean() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     done = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"),
