@@ -5,7 +5,6 @@ regions (9-17% slower forwards in a replica, docs/benchmarks.md)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +19,7 @@ from deployments.model_thread import call_on_model_thread, run_on_model_thread
 from deployments.models import load_catalog
 from deployments.replica import PlacementFollower
 from serve_app.kernel.settings import Settings
+from tests.fixtures.fresh_python import fresh_python
 
 
 def test_work_runs_on_one_thread_in_the_order_asked_and_may_nest() -> None:
@@ -151,15 +151,10 @@ def test_model_compute_runs_at_the_replicas_lower_priority(
     """The model thread and the OpenMP workers it started yield as the replica's event loop
     does: Linux keeps a nice value per thread. Its own process: niceness cannot be undone."""
     import json
-    import subprocess
-    import sys
 
-    env = {**os.environ, "OCR_SIDECAR_API_KEY": "k", "MODEL_REPLICA_NICENESS": "3",
-           "OMP_NUM_THREADS": "2"}
-    root = Path(__file__).resolve().parents[3]  # where `tests` imports from
-    done = subprocess.run([sys.executable, "-c", NICENESS_PROBE], env=env, text=True,
-                          capture_output=True, timeout=300, check=True, cwd=root)
-    niceness = json.loads(done.stdout.strip().splitlines()[-1])
+    output = fresh_python(NICENESS_PROBE, OCR_SIDECAR_API_KEY="k",
+                          MODEL_REPLICA_NICENESS="3", OMP_NUM_THREADS="2")
+    niceness = json.loads(output.strip().splitlines()[-1])
     assert niceness["model"] == 3 and niceness["this"] == 3
     assert niceness["started"] and set(niceness["started"]) == {3}, niceness
 

@@ -4,9 +4,6 @@ every poll and moves when told, idle or busy; requests wait for a running move."
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +11,7 @@ import pytest
 from deployments.replica import PlacementFollower
 from deployments.residency.controller import ReplicaReport
 from serve_app.kernel.errors import InvalidInput, Overloaded
+from tests.fixtures.fresh_python import fresh_python
 
 
 class Controller:
@@ -210,9 +208,5 @@ def test_a_cpu_replica_of_an_onnxruntime_engine_never_imports_torch(
             "            lambda device: RapidOcrEngine(spec, settings, device))\n"
             "info = model.describe()\n"
             "print(model.device, info['gpu_allocated_mb'], 'torch' in sys.modules)\n")
-    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
-    clean_env.setenv("MODEL_REPLICA_NICENESS", "0")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).resolve().parents[3])
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["cpu", "None", "False"]
+    output = fresh_python(code, OCR_SIDECAR_API_KEY="k", MODEL_REPLICA_NICENESS="0")
+    assert output.split() == ["cpu", "None", "False"]

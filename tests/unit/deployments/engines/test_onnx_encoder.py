@@ -4,10 +4,7 @@ export made once and reused, and torch again wherever the export fails."""
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ from deployments.engines.embedding.onnx_encoder import OnnxEncoder, cache_key
 from deployments.engines.embedding.packing import PackedEncoder
 from deployments.models import ModelSpec, load_catalog
 from serve_app.kernel.settings import Settings
+from tests.fixtures.fresh_python import fresh_python
 
 TEXTS = ["Hallo", "Der Hund bellt im Garten.", "Liebe Mutter,",
          "Liebe Mutter, wir sind gut in Hamburg angekommen, und das Wetter ist schön.", "Ja."]
@@ -122,11 +120,7 @@ def test_a_start_from_the_export_imports_neither_flagembedding_nor_transformers(
             "engine = DenseEncoder(load_catalog()['all-minilm-l6-v2'], Settings.load(), 'cpu')\n"
             "print(engine.runtime, sorted({m.split('.')[0] for m in sys.modules}\n"
             "                             & {'FlagEmbedding', 'transformers'}))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).resolve().parents[4],
-                          env={**os.environ, "OCR_SIDECAR_API_KEY": "k"})
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["onnxruntime", "[]"]
+    assert fresh_python(code, OCR_SIDECAR_API_KEY="k").split() == ["onnxruntime", "[]"]
 
 
 def test_a_failed_export_keeps_torch_and_leaves_no_file(
