@@ -137,6 +137,15 @@ def label(process: object) -> str:
 Processes = dict[str, tuple[float, float, int, float]]
 
 
+def cpu_seconds(process: object) -> float:
+    """User and system CPU seconds a process has used since it started."""
+    import psutil
+
+    assert isinstance(process, psutil.Process)
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 def measure(data_dir: Path) -> tuple[float, Processes, float | None, float]:
     """A start on `data_dir`: (seconds to /readyz 200, {label: (RSS MB, PSS MB,
     processes, CPU seconds used by then)}, the cgroup's working set in MB or None where no
@@ -162,19 +171,19 @@ def measure(data_dir: Path) -> tuple[float, Processes, float | None, float]:
             cold = time.perf_counter() - started
             working_set = cgroup.working_set_mb() if cgroup else None
             driver = psutil.Process(os.getpid())
-            driver_cpu = sum(driver.cpu_times()[:2])
+            driver_cpu = cpu_seconds(driver)
             totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0, 0.0])
             for process in driver.children(recursive=True):
                 try:
                     memory = process.memory_full_info()
-                    cpu = process.cpu_times()
+                    cpu = cpu_seconds(process)
                     name = label(process)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
                 totals[name][0] += memory.rss / 2**20
                 totals[name][1] += memory.pss / 2**20
                 totals[name][2] += 1
-                totals[name][3] += cpu.user + cpu.system
+                totals[name][3] += cpu
     finally:
         if cgroup:
             with contextlib.suppress(OSError):
