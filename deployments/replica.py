@@ -39,8 +39,8 @@ GPU_HEADROOM = 1.15  # allocator cap = share of the GPU * headroom
 
 def torch_device(placement: str) -> str:
     """The torch device for a placement: cuda only where this replica can really use it.
-    A CPU placement does not import torch: an engine on onnxruntime (rapidocr, an
-    exported encoder) never needs it, and its import is 2 CPU s of a cold start."""
+    A CPU placement does not import torch: rapidocr, on onnxruntime, never needs it, and
+    its import is 2 CPU s of a cold start (the Embedding imports it for its own work)."""
     if placement != "gpu":
         return "cpu"
     import torch
