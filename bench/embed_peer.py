@@ -61,12 +61,8 @@ def sorted_onnx_forward(texts: list[str]) -> Callable[[], float]:
     the session on every core, length-sorted, 64 a batch padded, mean pooled."""
     import tempfile
 
-    from deployments.engines.embedding.onnx_encoder import (
-        MODEL_FILE,
-        OnnxEncoder,
-        export,
-        session,
-    )
+    from deployments.engines.embedding.onnx_encoder import OnnxEncoder, export
+    from deployments.engines.embedding.onnx_export import MODEL_FILE, session
 
     tokenizer, model = _loaded()
     with tempfile.TemporaryDirectory(prefix="embed-peer-onnx-") as folder:

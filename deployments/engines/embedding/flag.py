@@ -7,8 +7,9 @@ on its longest inputs on every call, so a micro-batch through it costs two forwa
 (measured on 2 cores with all-MiniLM-L6-v2: 187-209 sentences/s through encode per 64
 sentences, against 553 for the model's own forward; docs/architecture.md). The encoder
 runs packed where the architecture allows (packing.py): no token of a forward is padding.
-A dense model's later starts on the CPU load the ONNX export and tokenizer its first start
-wrote, and pool as FlagModel pools, without importing FlagEmbedding (onnx_encoder.py).
+On the CPU a dense model runs from its ONNX export and the tokenizer its first start
+wrote, pooled as FlagModel pools, without torch (exported.py): later starts load only
+those, and the first start, once it has exported, drops the model it loaded.
 """
 
 from __future__ import annotations
@@ -38,12 +39,11 @@ PACKED_PADDING_COST = 0.25
 
 
 def on_onnx_runtime(settings: Settings, device: str) -> bool:
-    """A replica without a GPU never moves its model (residency moves between devices), so
-    its encoder can run on ONNX Runtime, faster on the CPU (onnx_encoder.py)."""
-    import torch
-
-    return (device == "cpu" and settings.embed_cpu_runtime == "onnxruntime"
-            and not torch.cuda.is_available())
+    """A model built on the CPU stays there: a replica builds it on cuda wherever it can
+    use a GPU, and moves it only between a GPU and the CPU (replica.py). So its encoder can
+    run on ONNX Runtime, faster on the CPU (onnx_encoder.py). Decided without importing
+    torch, which a dense model's start from its export does not."""
+    return device == "cpu" and settings.embed_cpu_runtime == "onnxruntime"
 
 
 def _model_tokenizer_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -56,19 +56,6 @@ def _backend_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     """The same ids from that tokenizer's Rust backend, as an export saved it (truncation
     and padding off, as the model's own tokenizer is called here)."""
     return [encoding.ids for encoding in tokenizer.encode_batch(texts, add_special_tokens=True)]
-
-
-def _cls_pooling(hidden: Any, mask: Any) -> Any:
-    return hidden[:, 0]
-
-
-def _mean_pooling(hidden: Any, mask: Any) -> Any:
-    summed = (hidden * mask.unsqueeze(-1).float()).sum(dim=1)
-    return summed / mask.sum(dim=1, keepdim=True).float()
-
-
-# FlagModel's poolings (`BaseEmbedder.pooling`), for a model started from its export.
-POOLINGS = {"cls": _cls_pooling, "mean": _mean_pooling}
 
 
 @dataclass(frozen=True)
@@ -88,8 +75,10 @@ class FlagEncoder(ABC):
     def __init__(self, spec: ModelSpec, settings: Settings, device: str) -> None:
         """Load the model through FlagEmbedding, then `_use` its tokenizer and network."""
 
-    def _use(self, tokenizer: Any, model: Any, device: str, max_length: int, spec: ModelSpec,
+    def _use(self, tokenizer: Any, model: Any, device: str, spec: ModelSpec,
              settings: Settings) -> None:
+        """The model's tokenizer and network, its encoder on ONNX Runtime where it runs
+        packed on the CPU (`_ready` follows)."""
         import torch
 
         from deployments.engines.embedding.packing import PackedEncoder
@@ -105,7 +94,6 @@ class FlagEncoder(ABC):
         if packed and on_onnx_runtime(settings, device):
             self._run_on_onnx(packed[0], spec, settings)
         self.token_ids = functools.partial(_model_tokenizer_ids, tokenizer)
-        self._ready(device, max_length, tokenizer.pad_token_id or 0)
 
     def _ready(self, device: str, max_length: int, pad_id: int) -> None:
         self.padding_cost = PACKED_PADDING_COST if self.packs else 1.0
@@ -190,51 +178,66 @@ class FlagEncoder(ABC):
 
 
 class DenseEncoder(FlagEncoder):
-    """FlagModel (e.g. all-MiniLM-L6-v2, BGE): dense vectors with the model's pooling."""
+    """FlagModel (e.g. all-MiniLM-L6-v2, BGE): dense vectors with the model's pooling; on
+    the CPU from its ONNX export, without torch (exported.py)."""
 
     name: ClassVar[str] = "flag-dense"
 
     def __init__(self, spec: ModelSpec, settings: Settings, device: str):
+        from deployments.engines.embedding.exported import POOLINGS
+
         limit = int(spec.options.get("max_length", DEFAULT_MAX_LENGTH))
         weights = resolve_weights(spec, settings)
-        if self._from_cache(spec, weights, settings, device, limit):
+        self.exported: Any = None
+        exportable = (weights is not None and spec.pooling in POOLINGS
+                      and on_onnx_runtime(settings, device))
+        if exportable and self._from_export(spec, weights, settings, limit):
             return
         from FlagEmbedding import FlagModel
 
         from deployments.engines.embedding.packing import packed
 
-        self.flag = FlagModel(str(weights), pooling_method=spec.pooling,
-                              normalize_embeddings=True, use_fp16=False, devices=[device])
-        self.pooling = self.flag.pooling
-        self._use(self.flag.tokenizer, packed(self.flag.model), device, limit, spec, settings)
+        flag = FlagModel(str(weights), pooling_method=spec.pooling,
+                         normalize_embeddings=True, use_fp16=False, devices=[device])
+        self._use(flag.tokenizer, packed(flag.model), device, spec, settings)  # exports
+        if (exportable and self.runtime == "onnxruntime"
+                and self._from_export(spec, weights, settings, limit)):
+            return  # the export just written, as every later start runs it
+        self.flag, self.pooling = flag, flag.pooling
+        self._ready(device, limit, flag.tokenizer.pad_token_id or 0)
 
-    def _from_cache(self, spec: ModelSpec, weights: Path | None, settings: Settings,
-                    device: str, limit: int) -> bool:
-        """Built from an earlier start's export and tokenizer, where the model would run on
-        ONNX Runtime and there is one whole."""
-        import torch
+    def _from_export(self, spec: ModelSpec, weights: Path | None, settings: Settings,
+                     limit: int) -> bool:
+        """Built from the export and tokenizer on disk, where there is one whole: the
+        model's own code, torch among it, is not imported, and what a first start loaded
+        is let go."""
+        from deployments.engines.embedding.exported import ExportedEncoder
+        from deployments.engines.embedding.onnx_export import cached_export
 
-        from deployments.engines.embedding.onnx_encoder import cached_encoder
-        from deployments.engines.embedding.packing import PackedEncoder
-
-        if (weights is None or spec.pooling not in POOLINGS
-                or not on_onnx_runtime(settings, device)):
+        assert weights is not None and settings.model_cache_dir is not None
+        export = cached_export(spec.name, weights, settings.model_cache_dir)
+        if export is None:
             return False
-        assert settings.model_cache_dir is not None
-        cached = cached_encoder(spec.name, weights, settings.model_cache_dir)
-        if cached is None:
-            return False
-        self.torch = torch
-        self.tokenizer = cached.tokenizer
-        self.token_ids = functools.partial(_backend_ids, cached.tokenizer)
-        self.model = PackedEncoder(cached.encoder)
-        self.pooling = POOLINGS[spec.pooling]
+        self.exported = ExportedEncoder(export, spec.pooling)
+        self.model = None
+        self.tokenizer = export.tokenizer
+        self.token_ids = functools.partial(_backend_ids, export.tokenizer)
         self.packs = True
-        self._on_onnx()
-        self._ready("cpu", limit, cached.pad_id)
+        self.runtime = "onnxruntime"
+        self._ready("cpu", limit, export.pad_id)
         return True
 
+    def move(self, device: str) -> None:
+        """Never asked of an engine from its export (on_onnx_runtime says why)."""
+        if self.exported is None:
+            super().move(device)
+        elif device != "cpu":
+            raise RuntimeError(f"{self.name} runs from its ONNX export on the CPU only; a "
+                               f"replica that can use a GPU builds its engine there")
+
     def forward(self, batch: list[list[int]], want: frozenset[str]) -> list[dict[str, Any]]:
+        if self.exported is not None:
+            return [{"dense": vector} for vector in self.exported.embed(batch)]
         ids, mask = self.pad(batch)
         with self.torch.inference_mode():
             hidden = self.model(input_ids=ids, attention_mask=mask, return_dict=True)
@@ -258,7 +261,8 @@ class M3Encoder(FlagEncoder):
                                  devices=[device], normalize_embeddings=True)
         limit = int(spec.options.get("max_length", 8192))
         self.m3.model.model = packed(self.m3.model.model)  # its heads run on what it gives
-        self._use(self.m3.tokenizer, self.m3.model, device, limit, spec, settings)
+        self._use(self.m3.tokenizer, self.m3.model, device, spec, settings)
+        self._ready(device, limit, self.tokenizer.pad_token_id or 0)
         special = self.tokenizer.all_special_ids
         self.special_ids = frozenset(int(i) for i in special)
 

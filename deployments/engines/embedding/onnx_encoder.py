@@ -1,71 +1,48 @@
-"""The embedding encoder on ONNX Runtime, for a replica without a GPU.
+"""The embedding encoder exported to ONNX, and run in torch's place, on a replica without
+a GPU.
 
 On the CPU, ONNX Runtime's kernels run the same packed forwards faster than torch's eager
 operators: 2 cores, all-MiniLM-L6-v2, the Embedding's packed rows, one process, four
 rounds each: 16 sentences a forward 456-464 sentences/s against torch's 379-404, 64
-length-sorted 488-516 against 400-418 (ADR 013). The model still loads through
-FlagEmbedding, and its pooling and heads still run in torch on what the encoder gives;
-only the encoder (BERT, RoBERTa, XLM-R: what packing.py packs) is exported, with the
-inputs PackedEncoder hands it, so ONNX Runtime computes for each text what torch does
-(within float rounding: tests/unit/deployments/engines/test_onnx_encoder.py).
+length-sorted 488-516 against 400-418 (ADR 013). Only the encoder (BERT, RoBERTa, XLM-R:
+what packing.py packs) is exported, with the inputs PackedEncoder hands it, so ONNX
+Runtime computes for each text what torch does (within float rounding:
+tests/unit/deployments/engines/test_onnx_encoder.py). BGE-M3's heads (sparse, colbert)
+run in torch on what `OnnxEncoder` gives; a dense model, once exported, runs without
+torch (exported.py).
 
-The export is written once per model files and library versions under MODEL_CACHE_DIR/onnx,
-with the tokenizer as the model's own loaded it (its Rust backend, tokenizer.json) and the
-ids packing needs (engine.json); it is built in a staging folder and renamed into place,
-so a start that dies halfway leaves nothing another start would load. A later start of a
-dense model loads that folder alone (`cached_encoder`): neither FlagEmbedding nor
-transformers is imported, and the engine is built in 2.5 CPU seconds on 2 cores, against
-about 7 through FlagEmbedding with the export cached (ADR 013). On a machine with a GPU
-the model stays on torch: residency moves it between devices, and ONNX Runtime's CPU
-session would hold a second copy of its weights.
+The export is built in a staging folder and renamed into place (onnx_export.py says
+where), so a start that dies halfway leaves nothing another start would load. On a
+machine with a GPU the model stays on torch: residency moves it between devices, and ONNX
+Runtime's CPU session would hold a second copy of its weights.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.metadata
 import json
 import logging
 import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from deployments.engines.embedding.packing import EncoderOutput, first_position_of
+from deployments.engines.embedding.onnx_export import (
+    ENGINE_FILE,
+    INPUTS,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    export_folder,
+    session,
+)
+from deployments.engines.embedding.packing import EncoderOutput
 
 logger = logging.getLogger(__name__)
-
-# Part of the cache key: raise it when what an export folder holds changes.
-EXPORT_FORMAT = 2
-INPUTS = ("input_ids", "attention_mask", "position_ids", "token_type_ids")
-MODEL_FILE = "encoder.onnx"
-TOKENIZER_FILE = "tokenizer.json"
-ENGINE_FILE = "engine.json"
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """What packing reads of an encoder's config, kept in ENGINE_FILE."""
-
-    model_type: str
-    pad_token_id: int | None
-
-
-@dataclass(frozen=True)
-class CachedEncoder:
-    """An earlier start's export, loaded: the encoder, the tokenizer (a `tokenizers`
-    Tokenizer) and the id it pads with."""
-
-    encoder: OnnxEncoder
-    tokenizer: Any
-    pad_id: int
 
 
 class _KeywordCall(torch.nn.Module):
@@ -112,26 +89,6 @@ class OnnxEncoder(torch.nn.Module):
         return EncoderOutput(last_hidden_state=torch.from_numpy(hidden))
 
 
-def cache_key(weights: Path, model: str) -> str:
-    """What the export depends on: the model's files (names, sizes, times: its config and
-    tokenizer among them), the exporting libraries' versions and the export's own format.
-    Computed without loading the model, so a start can find the export first."""
-    digest = hashlib.sha256(f"{EXPORT_FORMAT}|{model}".encode())
-    for package in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers"):
-        digest.update(f"|{package}={importlib.metadata.version(package)}".encode())
-    files = [weights] if weights.is_file() else sorted(p for p in weights.rglob("*")
-                                                       if p.is_file())
-    for path in files:
-        stat = path.stat()
-        digest.update(f"|{path.relative_to(weights.parent)}:{stat.st_size}:"
-                      f"{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:24]
-
-
-def export_folder(cache_dir: Path, model: str, weights: Path) -> Path:
-    return cache_dir / "onnx" / f"{model}-{cache_key(weights, model)}"
-
-
 def export(encoder: Any, first_position: int, folder: Path) -> None:
     """Write the encoder's graph to `folder/MODEL_FILE` (weights over 2 GB beside it).
     Traced on two rows holding two texts each, so the mask's path is the one traced."""
@@ -171,17 +128,6 @@ def export_into(folder: Path, encoder: Any, first_position: int, tokenizer: Any,
             os.replace(building, folder)
 
 
-def session(path: Path) -> Any:
-    """An ONNX Runtime session on as many threads as torch has."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # its warnings about unused initializers say nothing
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def onnx_encoder(encoder: Any, first_position: int, tokenizer: Any, model: str,
                  weights: Path, cache_dir: Path, staging_dir: Path) -> OnnxEncoder | None:
     """The encoder on ONNX Runtime, exported first where the cache has no usable export;
@@ -202,30 +148,4 @@ def onnx_encoder(encoder: Any, first_position: int, tokenizer: Any, model: str,
     except Exception as error:  # the torch encoder works: keep it
         logger.warning("the %s encoder stays on torch: ONNX Runtime could not take it (%s: %s)",
                        config.model_type, type(error).__name__, error)
-        return None
-
-
-def cached_encoder(model: str, weights: Path, cache_dir: Path) -> CachedEncoder | None:
-    """An earlier start's export of `model` with its tokenizer, loaded without the model's
-    own code; None where there is none whole, or where it does not load (then removed: the
-    model's own load exports it again)."""
-    folder = export_folder(cache_dir, model, weights)
-    if not all((folder / name).is_file() for name in (MODEL_FILE, TOKENIZER_FILE, ENGINE_FILE)):
-        return None
-    try:
-        from tokenizers import Tokenizer
-
-        engine = json.loads((folder / ENGINE_FILE).read_text(encoding="utf-8"))
-        config = EncoderConfig(engine["model_type"], engine["pad_token_id"])
-        tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
-        # The model's own tokenizer is called with truncation and padding off (flag.py).
-        tokenizer.no_truncation()
-        tokenizer.no_padding()
-        encoder = OnnxEncoder(session(folder / MODEL_FILE), config, first_position_of(config))
-        return CachedEncoder(encoder, tokenizer, int(engine["tokenizer_pad_id"]))
-    except Exception as error:  # damaged on disk: removed, so the model's load makes it again
-        logger.warning("the cached ONNX export %s does not load (%s: %s); loading the model "
-                       "through FlagEmbedding, which exports it again", folder,
-                       type(error).__name__, error)
-        shutil.rmtree(folder, ignore_errors=True)
         return None

@@ -3,13 +3,15 @@ on padding.
 
 A padded forward computes every text at the length of the batch's longest: 16 sentences
 of 6-14 words are about a third padding. Here the texts of a forward are laid end to end
-in rows of at least PACK_WIDTH tokens, with an attention mask that keeps each text to
-itself and positions that restart at each text, so the encoder computes for each text
-what it computes for it alone (within float rounding: tests/unit/deployments/engines/
-test_packing.py) and nothing for padding. The wrapper takes the padded batch the model's
-own forward hands its encoder and gives back its hidden states in that layout, so the
-model's pooling and heads (FlagModel's, BGEM3's) run unchanged. TEI does the same with
-varlen attention kernels; a mask does it with the encoder's own code.
+in rows of at least PACK_WIDTH tokens (rows.py plans where), with an attention mask that
+keeps each text to itself and positions that restart at each text, so the encoder
+computes for each text what it computes for it alone (within float rounding:
+tests/unit/deployments/engines/test_packing.py) and nothing for padding. The wrapper
+takes the padded batch the model's own forward hands its encoder and gives back its
+hidden states in that layout, so the model's pooling and heads (FlagModel's, BGEM3's)
+run unchanged; a dense model from its ONNX export runs the same rows without torch
+(exported.py). TEI does the same with varlen attention kernels; a mask does it with the
+encoder's own code.
 
 Rows are short because attention inside a row costs its width squared for every text in
 it: on 2 CPU cores with all-MiniLM-L6-v2, 16 unsorted sentences a forward ran at 426
@@ -20,51 +22,21 @@ best padded batching gets, 440-453 padded and 451-481 packed in rows of 32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-PACK_WIDTH = 32
-# Architectures whose embeddings take explicit position ids from 0 (BERT) or from just
-# past the padding index (RoBERTa, XLM-R: BGE-M3, the rerankers), and whose attention
-# takes a [rows, width, width] mask.
-POSITIONS_AFTER_PADDING = frozenset({"roberta", "xlm-roberta"})
-PACKABLE = frozenset({"bert"}) | POSITIONS_AFTER_PADDING
+from deployments.engines.embedding.rows import PACK_WIDTH, PACKABLE, PackedRows, first_position_of
 
 
 @dataclass
 class EncoderOutput:
     """What the models' own forwards read of their encoder's output (`.last_hidden_state`),
-    without importing transformers, which a start from a cached ONNX export does not."""
+    without importing transformers."""
 
     last_hidden_state: torch.Tensor
-
-
-def first_position_of(config: Any) -> int:
-    """The position id of a text's first token: 0 (BERT), or just past the padding index
-    (RoBERTa, XLM-R)."""
-    return config.pad_token_id + 1 if config.model_type in POSITIONS_AFTER_PADDING else 0
-
-
-def pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
-    """Text indices by row: longest first, each into the first row with room for it
-    (first-fit decreasing). A text longer than `width` gets a row of its own."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        length = lengths[index]
-        for row, free in enumerate(room):
-            if free >= length:
-                rows[row].append(index)
-                room[row] -= length
-                break
-        else:
-            rows.append([index])
-            room.append(width - length)
-    return rows
 
 
 class PackedEncoder(torch.nn.Module):
@@ -86,41 +58,28 @@ class PackedEncoder(torch.nn.Module):
         """Every other input an encoder takes (token types, positions) would be lost in
         the packing, so none is accepted."""
         texts, longest = input_ids.shape
-        lengths = attention_mask.sum(dim=1).tolist()
-        rows = pack_rows(lengths, max(self.width, longest))
-        order = np.array([index for row in rows for index in row], dtype=np.int64)
-        row_of = np.repeat(np.arange(len(rows)), [len(row) for row in rows])
-        sizes = np.asarray(lengths, dtype=np.int64)[order]
-        starts = np.cumsum(sizes) - sizes  # each text's start in the rows laid end to end
-        row_starts = starts[np.searchsorted(row_of, np.arange(len(rows)))]
-        offset_in_row = starts - row_starts[row_of]
-        width = int((offset_in_row + sizes).max(initial=1))
-        if len(rows) * width >= texts * longest:
+        plan = PackedRows.of(attention_mask.sum(dim=1).tolist(), self.width)
+        if plan.rows * plan.width >= texts * longest:
             # Nothing to save (texts of one length, one text a row): the encoder's own
             # padded forward, without a rows x width x width mask, which for long texts
             # is large (a text of 8,192 tokens: 64 MB, and four times that as floats).
             return self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                                 return_dict=True)
-        step = np.arange(int(sizes.sum())) - np.repeat(starts, sizes)  # token's place in text
-        packed_at = np.repeat(row_of * width + offset_in_row, sizes) + step
-        padded_at = np.repeat(order * longest, sizes) + step
+        rows, width = plan.rows, plan.width
+        padded_at = np.repeat(plan.order * longest, plan.sizes) + plan.step
 
         device = input_ids.device
-        packed_at_t = torch.from_numpy(packed_at).to(device)
+        packed_at_t = torch.from_numpy(plan.cells).to(device)
         padded_at_t = torch.from_numpy(padded_at).to(device)
-        cells = len(rows) * width
-        ids = input_ids.new_full((cells,), int(self.config.pad_token_id or 0))
+        ids = input_ids.new_full((rows * width,), int(self.config.pad_token_id or 0))
         ids[packed_at_t] = input_ids.reshape(-1)[padded_at_t]
-        positions = input_ids.new_zeros(cells)
-        positions[packed_at_t] = torch.from_numpy(step + self.first_position).to(device)
-        segment = input_ids.new_full((cells,), -1)  # padding cells attend to each other only
-        segment[packed_at_t] = torch.from_numpy(np.repeat(order, sizes)).to(device)
-        segment = segment.view(len(rows), width)
-        mask = segment[:, :, None] == segment[:, None, :]
+        positions = torch.from_numpy(plan.positions(self.first_position)).to(device)
+        segment = torch.from_numpy(plan.segments()).to(device)
+        mask = segment[:, :, None] == segment[:, None, :]  # padding cells see padding only
 
-        hidden = self.encoder(input_ids=ids.view(len(rows), width), attention_mask=mask,
-                              position_ids=positions.view(len(rows), width),
-                              token_type_ids=torch.zeros_like(ids).view(len(rows), width),
+        hidden = self.encoder(input_ids=ids.view(rows, width), attention_mask=mask,
+                              position_ids=positions,
+                              token_type_ids=torch.zeros_like(ids).view(rows, width),
                               return_dict=True).last_hidden_state
         size = hidden.shape[-1]
         out = hidden.new_zeros(texts * longest, size)

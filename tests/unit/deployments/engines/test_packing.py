@@ -1,14 +1,17 @@
-"""Packed forwards give each text what the encoder gives it alone, and the engines use them."""
+"""Packed forwards give each text what the encoder gives it alone, and the engines use them:
+on torch (packing.py) and from a dense model's export without torch (exported.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from deployments.engines.embedding import DenseEncoder, M3Encoder
-from deployments.engines.embedding.packing import PACK_WIDTH, PackedEncoder, pack_rows
+from deployments.engines.embedding.packing import PackedEncoder
+from deployments.engines.embedding.rows import PACK_WIDTH, pack_rows
 from deployments.models import ModelSpec, load_catalog
 from serve_app.kernel.settings import Settings
 
@@ -32,9 +35,12 @@ def test_rows_hold_every_text_once_longest_first_within_the_width() -> None:
 
 
 def _engines(tiny_models: dict[str, str], settings: Settings) -> list[DenseEncoder | M3Encoder]:
+    """The torch engines: MiniLM on torch (on ONNX Runtime it runs from its export, below),
+    BGE-M3's layout on ONNX Runtime behind PackedEncoder."""
     m3 = ModelSpec(name="tiny-m3", kind="embedding", engine="bge-m3", footprint_mb=1,
                    path=tiny_models["m3"])
-    return [DenseEncoder(load_catalog()["all-minilm-l6-v2"], settings, "cpu"),
+    on_torch = settings.model_copy(update={"embed_cpu_runtime": "torch"})
+    return [DenseEncoder(load_catalog()["all-minilm-l6-v2"], on_torch, "cpu"),
             M3Encoder(m3, settings, "cpu")]
 
 
@@ -108,3 +114,31 @@ def test_a_forward_packing_cannot_shrink_runs_padded_without_a_row_mask(
         finally:
             hook.remove()
         assert masks == [2, 2, 3]  # padded, padded, packed
+
+
+class Recorded:
+    """An ONNX Runtime session that keeps the shape of every `input_ids` it is given."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.shapes: list[tuple[int, ...]] = []
+
+    def run(self, outputs: Any, feed: dict[str, np.ndarray]) -> Any:
+        self.shapes.append(feed["input_ids"].shape)
+        return self.session.run(outputs, feed)
+
+
+def test_a_dense_model_from_its_export_packs_its_rows_and_keeps_texts_apart(
+        settings: Settings) -> None:
+    """Without torch: short texts share rows, a long one gets its own, and each text's
+    vector is the one it gets alone."""
+    engine = DenseEncoder(load_catalog()["all-minilm-l6-v2"], settings, "cpu")
+    assert engine.exported is not None
+    session = engine.exported.session = Recorded(engine.exported.session)
+    tokens = [t.ids for t in engine.tokenize(TEXTS, None)]
+    together = engine.forward(tokens, frozenset({"dense"}))
+    [(rows, width)] = session.shapes
+    assert rows < len(tokens) and rows * width < len(tokens) * max(map(len, tokens))
+    for ids, packed in zip(tokens, together, strict=True):
+        [alone] = engine.forward([ids], frozenset({"dense"}))
+        np.testing.assert_allclose(packed["dense"], alone["dense"], atol=1e-5)

@@ -1,0 +1,112 @@
+"""An embedding encoder's ONNX export on disk: where it lives, and loading it without torch.
+
+The export is written once per model files and library versions under MODEL_CACHE_DIR/onnx
+(onnx_encoder.py writes it), with the tokenizer as the model's own loaded it (its Rust
+backend, tokenizer.json) and what packing needs of the model's config (engine.json). A
+later start of a dense model loads that folder alone (`cached_export`): neither torch nor
+FlagEmbedding nor transformers is imported (exported.py runs it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Part of the cache key: raise it when what an export folder holds changes.
+EXPORT_FORMAT = 2
+INPUTS = ("input_ids", "attention_mask", "position_ids", "token_type_ids")
+MODEL_FILE = "encoder.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+ENGINE_FILE = "engine.json"
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """What packing reads of an encoder's config, kept in ENGINE_FILE."""
+
+    model_type: str
+    pad_token_id: int | None
+
+
+@dataclass(frozen=True)
+class CachedExport:
+    """An earlier start's export, loaded: the session, what packing reads of the model's
+    config, the tokenizer (a `tokenizers` Tokenizer) and the id it pads with."""
+
+    session: Any
+    config: EncoderConfig
+    tokenizer: Any
+    pad_id: int
+
+
+def cache_key(weights: Path, model: str) -> str:
+    """What the export depends on: the model's files (names, sizes, times: its config and
+    tokenizer among them), the exporting libraries' versions and the export's own format.
+    Computed without loading the model, so a start can find the export first."""
+    digest = hashlib.sha256(f"{EXPORT_FORMAT}|{model}".encode())
+    for package in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers"):
+        digest.update(f"|{package}={importlib.metadata.version(package)}".encode())
+    files = [weights] if weights.is_file() else sorted(p for p in weights.rglob("*")
+                                                       if p.is_file())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"|{path.relative_to(weights.parent)}:{stat.st_size}:"
+                      f"{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:24]
+
+
+def export_folder(cache_dir: Path, model: str, weights: Path) -> Path:
+    return cache_dir / "onnx" / f"{model}-{cache_key(weights, model)}"
+
+
+def session_threads() -> int:
+    """The session's threads as torch would have them: OMP_NUM_THREADS where it is set (the
+    serve configs set it), else 0, ONNX Runtime's own default of one a physical core."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else 0
+
+
+def session(path: Path) -> Any:
+    """An ONNX Runtime session on `session_threads()` threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = session_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # its warnings about unused initializers say nothing
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def cached_export(model: str, weights: Path, cache_dir: Path) -> CachedExport | None:
+    """An earlier start's export of `model` with its tokenizer, loaded without the model's
+    own code; None where there is none whole, or where it does not load (then removed: the
+    model's own load exports it again)."""
+    folder = export_folder(cache_dir, model, weights)
+    if not all((folder / name).is_file() for name in (MODEL_FILE, TOKENIZER_FILE, ENGINE_FILE)):
+        return None
+    try:
+        from tokenizers import Tokenizer
+
+        engine = json.loads((folder / ENGINE_FILE).read_text(encoding="utf-8"))
+        config = EncoderConfig(engine["model_type"], engine["pad_token_id"])
+        tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        # The model's own tokenizer is called with truncation and padding off (flag.py).
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return CachedExport(session(folder / MODEL_FILE), config, tokenizer,
+                            int(engine["tokenizer_pad_id"]))
+    except Exception as error:  # damaged on disk: removed, so the model's load makes it again
+        logger.warning("the cached ONNX export %s does not load (%s: %s); loading the model "
+                       "through FlagEmbedding, which exports it again", folder,
+                       type(error).__name__, error)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
