@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from deployments.engines.embedding.exported import POOLINGS, ExportedEncoder
 from deployments.models import ModelSpec, resolve_weights
 from serve_app.kernel.settings import Settings
 
@@ -184,11 +185,9 @@ class DenseEncoder(FlagEncoder):
     name: ClassVar[str] = "flag-dense"
 
     def __init__(self, spec: ModelSpec, settings: Settings, device: str):
-        from deployments.engines.embedding.exported import POOLINGS
-
         limit = int(spec.options.get("max_length", DEFAULT_MAX_LENGTH))
         weights = resolve_weights(spec, settings)
-        self.exported: Any = None
+        self.exported: ExportedEncoder | None = None
         exportable = (weights is not None and spec.pooling in POOLINGS
                       and on_onnx_runtime(settings, device))
         if exportable and self._from_export(spec, weights, settings, limit):
@@ -211,7 +210,6 @@ class DenseEncoder(FlagEncoder):
         """Built from the export and tokenizer on disk, where there is one whole: the
         model's own code, torch among it, is not imported, and what a first start loaded
         is let go."""
-        from deployments.engines.embedding.exported import ExportedEncoder
         from deployments.engines.embedding.onnx_export import cached_export
 
         assert weights is not None and settings.model_cache_dir is not None
