@@ -219,3 +219,19 @@ def test_changed_model_files_get_their_own_export(tiny_models: dict[str, str],
     with (weights / "tokenizer.json").open("a") as file:
         file.write(" ")
     assert cache_key(weights, "tiny-m3") != before
+
+
+@pytest.mark.parametrize(("omp", "threads"), [("1", 1), ("3", 3), (None, 0)])
+def test_the_session_takes_the_threads_the_replica_was_given(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch, omp: str | None,
+        threads: int) -> None:
+    """OMP_NUM_THREADS, as the serve configs set it per replica (torch read it before the
+    session ran without torch); unset, ONNX Runtime's default of one a physical core."""
+    _minilm(settings)
+    [path] = _exports(settings)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    options = onnx_export.session(path).get_session_options()
+    assert options.intra_op_num_threads == threads
