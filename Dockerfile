@@ -28,6 +28,10 @@ COPY deployments deployments
 RUN python -m compileall -q serve_app deployments
 COPY config config
 COPY serve_config.yaml ./
+# The bundled embedding model's ONNX export, beside the install (/usr/local/share/ocr-graph,
+# INSTALLED_MODEL_CACHE_DIR's default): a container's first start loads it as a restart
+# does, instead of exporting into /models. The same command as `make setup`'s.
+RUN ocr-graph models export --installed
 COPY deploy/entrypoint.sh /usr/local/bin/ocr-graph-entrypoint
 
 ENV DATA_DIR=/data \

@@ -3,6 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+EXPORTS := $(VENV)/.exported
 
 .PHONY: setup system-deps serve test lint unit integration bench soak constraints clean
 
@@ -11,12 +12,18 @@ STAMP := $(VENV)/.installed
 TESSERACT_PACKAGES := tesseract-ocr tesseract-ocr-deu tesseract-ocr-eng tesseract-ocr-frk \
 	tesseract-ocr-script-frak
 
-setup: $(STAMP)
+setup: $(STAMP) $(EXPORTS)
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --progress-bar off -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# The bundled embedding model's ONNX export, beside the install (INSTALLED_MODEL_CACHE_DIR):
+# a first start on an empty DATA_DIR loads it as a restart does, instead of exporting.
+$(EXPORTS): $(STAMP) config/models.yaml deployments/engines/embedding/onnx_encoder.py 		deployments/engines/embedding/onnx_export.py
+	$(VENV)/bin/ocr-graph models export --installed
+	touch $(EXPORTS)
 
 system-deps:
 	command -v tesseract >/dev/null && tesseract --list-langs | grep -qx Fraktur || \

@@ -9,6 +9,10 @@
     ocr-graph models list [--config CONFIG]
                                    every catalog model: source, present, size, deployment
     ocr-graph models pull NAME ... fetch missing models into MODEL_CACHE_DIR, with progress
+    ocr-graph models export [NAME ...] [--installed]
+                                   export embedding encoders to ONNX Runtime ahead of the
+                                   first start (--installed: the bundled ones, beside the
+                                   install; make setup and the image's build run it)
     ocr-graph models deployed      what each deployment of a running service serves, where
 
 This module is an entry point: like serve_app/app.py it may import the deployments (the
@@ -18,8 +22,10 @@ model catalog and store).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -282,6 +288,66 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_models_export(args: argparse.Namespace) -> int:
+    """Export embedding models' encoders as their first start on the CPU would (ADR 013),
+    so every start loads the export alone. `--installed` exports the models the install
+    bundles into INSTALLED_MODEL_CACHE_DIR, keeping one export per model there."""
+    from deployments.engines.embedding import ENGINES
+    from deployments.engines.embedding.onnx_export import find_export
+    from deployments.models import load_catalog, resolve_weights
+    from serve_app.kernel.errors import ModelMissing
+
+    settings = Settings()
+    if settings.embed_cpu_runtime != "onnxruntime":
+        print("ocr-graph: EMBED_CPU_RUNTIME is torch: the encoders do not run from an export",
+              file=sys.stderr)
+        return 2
+    if args.installed:
+        root = settings.installed_model_cache_dir
+        settings = settings.model_copy(update={"model_cache_dir": root,
+                                               "tmp_dir": root / ".tmp"})
+    catalog = load_catalog()
+    exportable = {name for name, spec in catalog.items()
+                  if spec.kind == "embedding" and (spec.package or not args.installed)}
+    refused = [name for name in args.names if name not in exportable]
+    if refused:
+        what = "bundled embedding models" if args.installed else "embedding models"
+        print(f"ocr-graph: not {what} of config/models.yaml: {', '.join(refused)} "
+              f"(these are: {', '.join(sorted(exportable))})", file=sys.stderr)
+        return 2
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # as replicas load them
+    roots = (settings.model_cache_dir, settings.installed_model_cache_dir)
+    failed = 0
+    for name in tqdm(args.names or sorted(exportable), desc="exporting", unit="model"):
+        spec = catalog[name]
+        try:
+            weights = resolve_weights(spec, settings)
+        except ModelMissing as exc:
+            if args.names:
+                tqdm.write(f"ocr-graph: {name}: {exc}", file=sys.stderr)
+                failed += 1
+            else:
+                tqdm.write(f"{name}: not present, skipped")
+            continue
+        assert weights is not None  # an embedding model always has files
+        ENGINES[spec.engine](spec, settings, "cpu")  # exports where no export is found
+        folder = find_export(name, weights, roots)
+        if folder is None:
+            tqdm.write(f"ocr-graph: {name}: not exported, its encoder stays on torch (the "
+                       "warning above says why)", file=sys.stderr)
+            failed += 1
+            continue
+        tqdm.write(f"{name}: {folder}")
+        if args.installed:  # earlier installs' exports of it: files or libraries since changed
+            for old in folder.parent.iterdir():
+                if old != folder and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{24}}", old.name):
+                    shutil.rmtree(old, ignore_errors=True)
+    if args.installed:
+        with contextlib.suppress(OSError):  # the export's staging, empty once it is done
+            (root / ".tmp").rmdir()
+    return 1 if failed else 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     with _client(args) as client:
         response = client.get("/v1/models")
@@ -318,6 +384,13 @@ def parser() -> argparse.ArgumentParser:
     pulling = store.add_parser("pull", help="fetch missing models into MODEL_CACHE_DIR")
     pulling.add_argument("names", nargs="+")
     pulling.set_defaults(func=cmd_models_pull)
+    exporting = store.add_parser(
+        "export", help="export embedding encoders to ONNX Runtime before their first start")
+    exporting.add_argument("names", nargs="*", help="catalog names (default: every "
+                           "embedding model present)")
+    exporting.add_argument("--installed", action="store_true", help="the models the install "
+                           "bundles, into INSTALLED_MODEL_CACHE_DIR (what make setup runs)")
+    exporting.set_defaults(func=cmd_models_export)
 
     for name, parent, func, help_text in (
             ("ocr", commands, cmd_ocr, "OCR files or directories"),

@@ -14,10 +14,12 @@ SETTINGS_ENV = sorted(field.alias or name.upper() for name, field in Settings.mo
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    """No settings from the machine running the tests; DATA_DIR in a temp dir."""
+    """No settings from the machine running the tests; DATA_DIR in a temp dir, and no
+    install's exports (`make setup` built them): an engine's first start exports."""
     for name in SETTINGS_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("INSTALLED_MODEL_CACHE_DIR", str(tmp_path / "installed"))
     return monkeypatch
 
 

@@ -7,6 +7,7 @@ same values no matter which node it lands on.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,6 +37,12 @@ class Settings(BaseSettings):
     state_dir: Path | None = Field(None, alias="STATE_DIR")
     model_cache_dir: Path | None = Field(None, alias="MODEL_CACHE_DIR")
     tmp_dir: Path | None = Field(None, alias="TMPDIR")
+    # What the install built beside itself, read only: the bundled models' ONNX exports
+    # (`ocr-graph models export --installed`, run by `make setup` and the image's build),
+    # so a first start on an empty MODEL_CACHE_DIR loads what a restart loads.
+    installed_model_cache_dir: Path = Field(
+        default_factory=lambda: Path(sys.prefix) / "share" / "ocr-graph",
+        alias="INSTALLED_MODEL_CACHE_DIR")
     ollama_url: str = Field("http://127.0.0.1:11434", alias="OLLAMA_URL")
     ollama_timeout_s: float = Field(120.0, gt=0, alias="OLLAMA_TIMEOUT_S")
     # Bearer key for an OpenAI-compatible LLM server (llm engine with `api: openai`).

@@ -108,6 +108,20 @@ def test_every_package_the_image_copies_is_compiled_after_the_copy() -> None:
     assert compiled and set(compiled.group(1).split()) >= set(packages)
 
 
+def test_the_image_exports_its_bundled_models_as_make_setup_does() -> None:
+    """Built as root after the code and the catalog are in place, so a container's first
+    start finds the export: exported after USER, it could not write the install's folder;
+    before the COPY of the code or the catalog, the command would not exist or find nothing."""
+    command = "ocr-graph models export --installed"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(rf"^\t\$\(VENV\)/bin/{command}$", makefile, re.M)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    run = dockerfile.index(f"RUN {command}")
+    assert max(dockerfile.index(f"COPY {name} {name}")
+               for name in ("serve_app", "deployments", "config")) < run
+    assert run < dockerfile.index("USER 1000:1000")
+
+
 def test_the_dockerfile_lints_clean() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     done = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"),

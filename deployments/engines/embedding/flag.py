@@ -213,7 +213,8 @@ class DenseEncoder(FlagEncoder):
         from deployments.engines.embedding.onnx_export import cached_export
 
         assert weights is not None and settings.model_cache_dir is not None
-        export = cached_export(spec.name, weights, settings.model_cache_dir)
+        export = cached_export(spec.name, weights, (settings.model_cache_dir,
+                                                    settings.installed_model_cache_dir))
         if export is None:
             return False
         self.exported = ExportedEncoder(export, spec.pooling)

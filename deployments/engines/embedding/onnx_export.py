@@ -4,7 +4,9 @@ The export is written once per model files and library versions under MODEL_CACH
 (onnx_encoder.py writes it), with the tokenizer as the model's own loaded it (its Rust
 backend, tokenizer.json) and what packing needs of the model's config (engine.json). A
 later start of a dense model loads that folder alone (`cached_export`): neither torch nor
-FlagEmbedding nor transformers is imported (exported.py runs it).
+FlagEmbedding nor transformers is imported (exported.py runs it). The install exports the
+models it bundles the same way, under INSTALLED_MODEL_CACHE_DIR/onnx, which a start looks
+in after MODEL_CACHE_DIR: then even a first start loads only the export.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,12 +89,22 @@ def session(path: Path) -> Any:
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def cached_export(model: str, weights: Path, cache_dir: Path) -> CachedExport | None:
-    """An earlier start's export of `model` with its tokenizer, loaded without the model's
-    own code; None where there is none whole, or where it does not load (then removed: the
-    model's own load exports it again)."""
-    folder = export_folder(cache_dir, model, weights)
-    if not all((folder / name).is_file() for name in (MODEL_FILE, TOKENIZER_FILE, ENGINE_FILE)):
+def find_export(model: str, weights: Path, roots: Sequence[Path]) -> Path | None:
+    """The first whole export of `model` as its files are now under one of `roots` (a
+    model cache: the export lies in its onnx folder), or None."""
+    for root in roots:
+        folder = export_folder(root, model, weights)
+        if all((folder / name).is_file() for name in (MODEL_FILE, TOKENIZER_FILE, ENGINE_FILE)):
+            return folder
+    return None
+
+
+def cached_export(model: str, weights: Path, roots: Sequence[Path]) -> CachedExport | None:
+    """An earlier export of `model` with its tokenizer (`find_export`), loaded without the
+    model's own code; None where there is none whole, or where it does not load (then
+    removed where it can be: the model's own load exports it again)."""
+    folder = find_export(model, weights, roots)
+    if folder is None:
         return None
     try:
         from tokenizers import Tokenizer

@@ -235,3 +235,24 @@ def test_the_session_takes_the_threads_the_replica_was_given(
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
     options = onnx_export.session(path).get_session_options()
     assert options.intra_op_num_threads == threads
+
+
+def test_a_damaged_installed_export_gives_way_to_one_in_the_cache(
+        settings: Settings, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The install's export (INSTALLED_MODEL_CACHE_DIR) damaged: the start exports into
+    MODEL_CACHE_DIR as a first start would, and the next start loads that one."""
+    assert settings.model_cache_dir is not None
+    _minilm(settings)
+    [path] = _exports(settings)
+    installed = settings.installed_model_cache_dir / "onnx"
+    installed.mkdir(parents=True)
+    moved = Path(shutil.move(path.parent, installed)) / path.name
+    moved.write_bytes(moved.read_bytes()[:1000])
+    loaded = _loads_through_flagembedding(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        engine = _minilm(settings)
+    assert "does not load" in caplog.text and engine.runtime == "onnxruntime"
+    assert len(loaded) == 1 and _exports(settings) == [path]
+    _minilm(settings)
+    assert len(loaded) == 1  # the next start loads the cache's export
