@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The bundled embedding model's ONNX export, beside the install (INSTALLED_MODEL_CACHE_DIR):
 # a first start on an empty DATA_DIR loads it as a restart does, instead of exporting.
-$(EXPORTS): $(STAMP) config/models.yaml deployments/engines/embedding/onnx_encoder.py 		deployments/engines/embedding/onnx_export.py
+$(EXPORTS): $(STAMP) config/models.yaml deployments/engines/embedding/onnx_encoder.py \
+		deployments/engines/embedding/onnx_export.py
 	$(VENV)/bin/ocr-graph models export --installed
 	touch $(EXPORTS)
 
