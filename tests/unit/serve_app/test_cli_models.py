@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from serve_app.cli import main
+from tests.fixtures.fresh_python import MINILM_START, fresh_python
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -28,23 +29,11 @@ def test_models_pull_names_what_it_cannot_do(clean_env: pytest.MonkeyPatch,
     assert "no source" in capsys.readouterr().err
 
 
-FIRST_START = (
-    "import sys\n"
-    "from deployments.engines.embedding import DenseEncoder\n"
-    "from deployments.models import load_catalog\n"
-    "from serve_app.kernel.settings import Settings\n"
-    "engine = DenseEncoder(load_catalog()['all-minilm-l6-v2'], Settings.load(), 'cpu')\n"
-    "print(engine.runtime, sorted({m.split('.')[0] for m in sys.modules}\n"
-    "                             & {'FlagEmbedding', 'transformers', 'torch'}))\n")
-
-
 def test_models_export_installed_gives_a_first_start_what_a_restart_loads(
         clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         tmp_path: Path) -> None:
     """What `make setup` and the image's build run: a start on an empty DATA_DIR then
     loads the bundled model's export alone (no torch), and writes no export of its own."""
-    from tests.fixtures.fresh_python import fresh_python
-
     installed = tmp_path / "installed" / "onnx"
     stale = installed / ("all-minilm-l6-v2-" + "0" * 24)  # an earlier install's
     other = installed / ("all-minilm-l6-v2-tuned-" + "0" * 24)  # another model's
@@ -56,7 +45,7 @@ def test_models_export_installed_gives_a_first_start_what_a_restart_loads(
     assert name == "all-minilm-l6-v2" and Path(folder).parent == installed
     assert sorted(installed.iterdir()) == sorted([Path(folder), other])
     first = tmp_path / "first-start"
-    code = FIRST_START + "print((Settings.load().model_cache_dir / 'onnx').exists())\n"
+    code = MINILM_START + "print((Settings.load().model_cache_dir / 'onnx').exists())\n"
     out = fresh_python(code, OCR_SIDECAR_API_KEY="k", DATA_DIR=str(first)).splitlines()
     assert out[0].split() == ["onnxruntime", "[]"]
     assert out[1] == "False"  # nothing exported into MODEL_CACHE_DIR

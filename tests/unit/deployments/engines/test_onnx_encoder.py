@@ -21,7 +21,7 @@ from deployments.engines.embedding.onnx_export import cache_key
 from deployments.engines.embedding.packing import PackedEncoder
 from deployments.models import ModelSpec, load_catalog
 from serve_app.kernel.settings import Settings
-from tests.fixtures.fresh_python import fresh_python
+from tests.fixtures.fresh_python import MINILM_START, fresh_python
 
 TEXTS = ["Hallo", "Der Hund bellt im Garten.", "Liebe Mutter,",
          "Liebe Mutter, wir sind gut in Hamburg angekommen, und das Wetter ist schön.", "Ja."]
@@ -146,14 +146,7 @@ def test_a_start_from_the_export_imports_neither_torch_nor_the_models_code(
     """What makes it the faster start (0.7 CPU s for the engine on 2 cores, 3 with torch,
     9 through FlagEmbedding): a fresh process."""
     _minilm(settings)
-    code = ("import sys\n"
-            "from deployments.engines.embedding import DenseEncoder\n"
-            "from deployments.models import load_catalog\n"
-            "from serve_app.kernel.settings import Settings\n"
-            "engine = DenseEncoder(load_catalog()['all-minilm-l6-v2'], Settings.load(), 'cpu')\n"
-            "print(engine.runtime, sorted({m.split('.')[0] for m in sys.modules}\n"
-            "                             & {'FlagEmbedding', 'transformers', 'torch'}))\n")
-    assert fresh_python(code, OCR_SIDECAR_API_KEY="k").split() == ["onnxruntime", "[]"]
+    assert fresh_python(MINILM_START, OCR_SIDECAR_API_KEY="k").split() == ["onnxruntime", "[]"]
 
 
 def test_a_failed_export_keeps_torch_and_leaves_no_file(
