@@ -293,7 +293,7 @@ def cmd_models_export(args: argparse.Namespace) -> int:
     so every start loads the export alone. `--installed` exports the models the install
     bundles into INSTALLED_MODEL_CACHE_DIR, keeping one export per model there."""
     from deployments.engines.embedding import ENGINES
-    from deployments.engines.embedding.onnx_export import find_export
+    from deployments.engines.embedding.onnx_export import export_roots, find_export
     from deployments.models import load_catalog, resolve_weights
     from serve_app.kernel.errors import ModelMissing
 
@@ -316,7 +316,6 @@ def cmd_models_export(args: argparse.Namespace) -> int:
               f"(these are: {', '.join(sorted(exportable))})", file=sys.stderr)
         return 2
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # as replicas load them
-    roots = (settings.model_cache_dir, settings.installed_model_cache_dir)
     failed = 0
     for name in tqdm(args.names or sorted(exportable), desc="exporting", unit="model"):
         spec = catalog[name]
@@ -331,7 +330,7 @@ def cmd_models_export(args: argparse.Namespace) -> int:
             continue
         assert weights is not None  # an embedding model always has files
         ENGINES[spec.engine](spec, settings, "cpu")  # exports where no export is found
-        folder = find_export(name, weights, roots)
+        folder = find_export(name, weights, export_roots(settings))
         if folder is None:
             tqdm.write(f"ocr-graph: {name}: not exported, its encoder stays on torch (the "
                        "warning above says why)", file=sys.stderr)

@@ -210,11 +210,10 @@ class DenseEncoder(FlagEncoder):
         """Built from the export and tokenizer on disk, where there is one whole: the
         model's own code, torch among it, is not imported, and what a first start loaded
         is let go."""
-        from deployments.engines.embedding.onnx_export import cached_export
+        from deployments.engines.embedding.onnx_export import cached_export, export_roots
 
-        assert weights is not None and settings.model_cache_dir is not None
-        export = cached_export(spec.name, weights, (settings.model_cache_dir,
-                                                    settings.installed_model_cache_dir))
+        assert weights is not None
+        export = cached_export(spec.name, weights, export_roots(settings))
         if export is None:
             return False
         self.exported = ExportedEncoder(export, spec.pooling)

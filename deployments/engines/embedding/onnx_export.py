@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from serve_app.kernel.settings import Settings
+
 logger = logging.getLogger(__name__)
 
 # Part of the cache key: raise it when what an export folder holds changes.
@@ -87,6 +89,13 @@ def session(path: Path) -> Any:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # its warnings about unused initializers say nothing
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def export_roots(settings: Settings) -> tuple[Path, Path]:
+    """Where a start looks for an export, in order: MODEL_CACHE_DIR (what this site
+    exported), then INSTALLED_MODEL_CACHE_DIR (what the install built)."""
+    assert settings.model_cache_dir is not None
+    return settings.model_cache_dir, settings.installed_model_cache_dir
 
 
 def find_export(model: str, weights: Path, roots: Sequence[Path]) -> Path | None:
