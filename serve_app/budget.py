@@ -5,7 +5,8 @@ Request counts alone bound neither: 256 uploads of 100 MB each are 25 GB, and 80
 requests are 80 texts or 20,480. Every document's bytes are charged as they arrive (chunk
 by chunk for uploads and URLs, by size before reading for files under the upload base);
 an embedding request's texts before it is sent. What was charged is released when the
-request ends; a charge past the limit is a 503 with Retry-After, before the work starts.
+request ends; a charge past the limit is a 503 with Retry-After, before the work starts,
+and a request that alone needs more than the limit is a 413: no retry would fit it.
 
 A budget also says when it is as good as full (`refusal`): the front door then refuses
 before reading a body, because reading and parsing one only to refuse it costs the front
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from serve_app.calls import RETRY_AFTER_S
-from serve_app.kernel.errors import Overloaded
+from serve_app.kernel.errors import Overloaded, PayloadTooLarge
 
 Charge = Callable[[int], None]
 # A budget with less than 1/NEARLY_FULL of its limit left may refuse every request.
@@ -45,6 +46,12 @@ class Budget:
         def charge(size: int) -> None:
             nonlocal charged
             with self._lock:
+                if charged + size > self.limit:
+                    raise PayloadTooLarge(
+                        f"this request needs {charged + size} {self.holding}, more than the "
+                        f"service ever holds at once ({self.setting}={self.limit})",
+                        {f"needed_{self.unit}": charged + size,
+                         f"limit_{self.unit}": self.limit})
                 if self.held + size > self.limit:
                     raise self._overloaded()
                 if size and not charged:

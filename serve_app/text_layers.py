@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from serve_app.budget import Charge
 from serve_app.calls import RETRY_AFTER_S
 from serve_app.kernel.documents import Page, blank_pdf, text_pages
-from serve_app.kernel.errors import Overloaded, UpstreamTimeout
+from serve_app.kernel.errors import Overloaded, PayloadTooLarge, UpstreamTimeout
 
 logger = logging.getLogger("ocr_graph.text_layers")
 
@@ -105,7 +105,7 @@ class TextLayerReaders:
             return None
         try:  # each process holds a copy of the document while it reads
             charge(len(data) * len(split))
-        except Overloaded:
+        except (Overloaded, PayloadTooLarge):  # no room now, or never for the copies
             return None
         self.start()
         pool = self._pool

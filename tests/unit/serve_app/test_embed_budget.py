@@ -112,8 +112,23 @@ def test_the_ingress_gates_its_embedding_routes_by_its_texts_in_flight() -> None
     declared = {getattr(member, "__route__", (None, None))[1]
                 for cls in Ingress.func_or_class.__mro__ for member in vars(cls).values()}
     budget = texts_to_embed(100)
-    gates = Ingress.func_or_class.door_gates(Front(texts_in_flight=budget))
+    gates = Ingress.func_or_class.door_gates(Front(texts_in_flight=budget,
+                                                   similarity_rerank=None))
     assert set(gates) == {"/v1/embed", "/v1/embeddings"} and set(gates) <= declared
     with budget.hold() as charge:
         charge(100)
         assert all(isinstance(gate(), Overloaded) for gate in gates.values())
+
+
+def test_a_request_larger_than_the_whole_budget_is_413_not_a_retry() -> None:
+    """However long the client waits, 101 texts never fit a budget of 100: a 503 with
+    Retry-After would have it retry forever."""
+    from serve_app.kernel.errors import PayloadTooLarge
+
+    budget = texts_to_embed(100)
+    with budget.hold() as charge:
+        charge(60)
+        with pytest.raises(PayloadTooLarge, match="EMBED_MAX_TEXTS_IN_FLIGHT=100") as refused:
+            charge(41)  # this request's 101 in all
+        assert refused.value.detail == {"needed_texts": 101, "limit_texts": 100}
+    assert (budget.held, budget.holders) == (0, 0)
