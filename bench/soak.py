@@ -33,7 +33,7 @@ from bench.overload import ReplicaWatch, percentile  # noqa: E402
 from tests.fixtures.cluster import local_default_args, running_app  # noqa: E402
 from tests.fixtures.documents import LINES, scanned_pdf, text_pdf  # noqa: E402
 
-REPLICAS = ("Ingress", "OCR", "Segmentation", "Embedding", "Rerank")
+REPLICAS = ("Ingress", "OCR", "Segmentation", "Embedding")  # the Ingress also reranks (ADR 015)
 
 
 def soak_app() -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Rerank deployment: relevance of documents to a query, batched across requests.
 
-The engine (deployments/engines/rerank) is a cross-encoder loaded through FlagReranker,
-or, where none is installed, cosine similarity of the Embedding deployment's vectors;
-the response names the method used.
+The engine (deployments/engines/rerank) is a cross-encoder loaded through FlagReranker;
+the response names the method used. Where no cross-encoder is installed, the Ingress
+ranks by embedding similarity itself and this deployment is not part of the
+application (ADR 015).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from deployments.replica import ModelReplica
 from serve_app.kernel.settings import Settings
 
 
-# Bounded queue, sized like the Embedding deployment's (it calls it, or a model of the
-# same size): beyond it, 503 with Retry-After.
+# Bounded queue, sized like the Embedding deployment's (a model of the same size): beyond
+# it, 503 with Retry-After.
 @serve.deployment(name="Rerank", max_ongoing_requests=64, max_queued_requests=96,
                   health_check_period_s=10)
 class Rerank(ModelReplica):

@@ -3,14 +3,16 @@
 It reads settings and config/, places every model on the GPU with a fractional
 num_gpus from its footprint (or on the CPU when the cluster has no GPU or the
 profile says so) and binds Ingress -> OCR, Segmentation, Embedding, Rerank,
-ResidencyController. A model set that cannot fit fails here, with the numbers,
-rather than leaving replicas PENDING forever.
+ResidencyController. The embedding-similarity rerank has no deployment: the Ingress
+ranks by it through the Embedding (ADR 015). A model set that cannot fit fails here,
+with the numbers, rather than leaving replicas PENDING forever.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Collection
 from typing import Any
 
 import ray
@@ -34,15 +36,17 @@ from deployments.training.trainer import Trainer
 from serve_app.ingress import Ingress
 from serve_app.kernel.settings import ConfigError, Settings
 from serve_app.pipeline import Handles
+from serve_app.similarity import SIMILARITY_ENGINE
 
 logger = logging.getLogger("ray.serve")
 
-# deployment name -> (kind of model it serves, engines it knows)
-DEPLOYMENTS: dict[str, tuple[str, dict[str, Any]]] = {
+# deployment name -> (kind of model it serves, engines it knows). The Rerank's models
+# include the embedding-similarity rerank, which the Ingress runs in its place (ADR 015).
+DEPLOYMENTS: dict[str, tuple[str, Collection[str]]] = {
     "OCR": ("ocr", OCR_ENGINES),
     "Segmentation": ("segmentation", SEGMENTATION_ENGINES),
     "Embedding": ("embedding", EMBEDDING_ENGINES),
-    "Rerank": ("rerank", RERANK_ENGINES),
+    "Rerank": ("rerank", {*RERANK_ENGINES, SIMILARITY_ENGINE}),
     "Trainer": ("training", TRAINING_ENGINES),
 }
 
@@ -136,10 +140,10 @@ def _choose_models(args: AppArgs, catalog: dict[str, ModelSpec]) -> dict[str, Mo
                              f"{spec.engine!r}; this deployment runs {kind} engines "
                              f"{sorted(engines)}")
         chosen[deployment] = spec
-    if "Rerank" in chosen and chosen["Rerank"].engine == "embedding-similarity" and (
+    if "Rerank" in chosen and chosen["Rerank"].engine == SIMILARITY_ENGINE and (
         "Embedding" not in chosen
     ):
-        raise BuildError("rerank by embedding-similarity needs an embedding_model")
+        raise BuildError(f"rerank by {SIMILARITY_ENGINE} needs an embedding_model")
     if args.ocr_engines and "OCR" not in chosen:
         raise BuildError("ocr_engines needs an ocr_model")
     extras = []
@@ -193,6 +197,9 @@ def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
     profile = load_profile(settings.residency_profile, args.profiles)
     catalog = load_catalog(args.models)
     chosen = _choose_models(args, catalog)
+    # The Ingress ranks by similarity itself: no replica, no GPU share, nothing to move.
+    similarity = chosen.pop("Rerank") if chosen.get("Rerank") and (
+        chosen["Rerank"].engine == SIMILARITY_ENGINE) else None
 
     cluster_gpus = _cluster_gpus()
     gpu_total_mb = args.gpu_total_mb or (_nvml_gpu_total_mb() if cluster_gpus else None)
@@ -235,16 +242,22 @@ def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
             settings, residency)
     for name in chosen:
         logger.info("deployment %s: model %s, num_gpus %s", name, chosen[name].name, shares[name])
+    if similarity:
+        logger.info("rerank: model %s, by the Ingress through the Embedding", similarity.name)
     handles = Handles(ocr=bound.get("OCR"), segmentation=bound.get("Segmentation"),
                       embedding=bound.get("Embedding"), rerank=bound.get("Rerank"),
                       trainer=bound.get("Trainer"))
     deployed_ocr = ocr_engines((primary, *extras)) if "OCR" in chosen else None
+    models = {name: spec.name for name, spec in chosen.items()}
+    if similarity:
+        models["Rerank"] = similarity.name
     return Ingress.options(**args.deployment_options.get("Ingress", {})).bind(
         settings,
-        {name: spec.name for name, spec in chosen.items()},
+        models,
         handles,
         residency,
         deployed_ocr,
+        similarity.name if similarity else None,
     )
 
 

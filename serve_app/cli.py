@@ -216,10 +216,11 @@ def _write_whole(path: Path, text: str) -> None:
 
 def _source(spec: Any) -> str:
     from deployments.models import HubSource
+    from serve_app.similarity import SIMILARITY_ENGINE
 
     if spec.source is None:
         elsewhere = {"llm": "in Ollama (OLLAMA_URL)", "tesseract": "make system-deps",
-                     "ensemble": "tesseract and rapidocr", "embedding-similarity":
+                     "ensemble": "tesseract and rapidocr", SIMILARITY_ENGINE:
                      "no weights: the Embedding's"}
         return f"package {spec.package}" if spec.package else (
             f"trained here ({spec.trained})" if spec.trained else
@@ -236,6 +237,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     from deployments.models import load_catalog, resolve_weights
     from serve_app.app import DEPLOYMENTS
     from serve_app.kernel.errors import ModelMissing
+    from serve_app.similarity import SIMILARITY_ENGINE
 
     deployment_of_kind = {kind: name for name, (kind, _) in DEPLOYMENTS.items()}
     settings = Settings()
@@ -253,7 +255,8 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             present, size = "yes", f"{size_of(path) / 2**20:.0f}" if path else "-"
         except ModelMissing:
             present, size = "MISSING", "-"
-        deployment = deployment_of_kind[spec.kind] + ("*" if name in used else "")
+        deployment = ("Ingress" if spec.engine == SIMILARITY_ENGINE  # ADR 015
+                      else deployment_of_kind[spec.kind]) + ("*" if name in used else "")
         print(f"{name:<22} {deployment:<13} {present:<8} {size:>8}  {_source(spec)}")
     if args.config:
         print(f"* deployed by {args.config}")

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
+import ray
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from pydantic import BaseModel, ValidationError
 from ray import serve
@@ -45,6 +46,7 @@ from serve_app.security import (
     read_upload_file,
 )
 from serve_app.serve_state import application_state
+from serve_app.similarity import SIMILARITY_ENGINE, similarity_scores
 
 logger = logging.getLogger("ray.serve")
 
@@ -58,10 +60,15 @@ class Ingress:
     """Validates, reads documents and fans out to the model deployments."""
 
     def __init__(self, settings: Settings, models: dict[str, str], handles: Handles,
-                 residency: DeploymentHandle, ocr_engines: OcrEngines | None):
+                 residency: DeploymentHandle, ocr_engines: OcrEngines | None,
+                 similarity_rerank: str | None = None):
+        """`similarity_rerank`: the catalog name of the embedding-similarity rerank when
+        this Ingress ranks by it itself (ADR 015), else None: a Rerank deployment, if
+        any, ranks."""
         self.settings = settings
         self.models = models
         self.handles = handles
+        self.similarity_rerank = similarity_rerank
         self.residency = residency
         self.pipeline = Pipeline(settings, handles, ocr_engines)
         self.pipeline.text_layers.start()
@@ -77,9 +84,11 @@ class Ingress:
 
     def door_gates(self) -> dict[str, Gate]:
         """The routes the front door refuses before reading them while their budget is
-        full: the embedding routes, by the texts in flight."""
-        return {"/v1/embed": self.texts_in_flight.refusal,
-                "/v1/embeddings": self.texts_in_flight.refusal}
+        full: those that send texts to the Embedding, by the texts in flight."""
+        routes = ["/v1/embed", "/v1/embeddings"]
+        if self.similarity_rerank is not None:
+            routes += ["/v1/rerank", "/v2/rerank"]
+        return dict.fromkeys(routes, self.texts_in_flight.refusal)
 
     async def __del__(self) -> None:
         self.pipeline.text_layers.close()
@@ -250,8 +259,7 @@ class Ingress:
         """Documents ordered by relevance to the query (Cohere v1/TEI response shape; the
         `cohere.Client` works unchanged)."""
         self._check_query_and_documents(body.query, body.texts)
-        answer = await self._call(self.handles.require("Rerank").rerank.remote(
-            body.query, body.texts), "the Rerank deployment")
+        answer = await self._rerank(body.query, body.texts, RERANK_MAX_LENGTH)
         return schemas.RerankResponse.from_scores(body, answer)
 
     @route("POST", "/v2/rerank", response_model=schemas.CohereRerankResponse,
@@ -260,11 +268,22 @@ class Ingress:
                         body: schemas.CohereRerankRequest) -> dict[str, Any]:
         """Cohere's v2 rerank: `cohere.ClientV2(base_url=..., api_key=KEY).rerank(...)`."""
         self._check_query_and_documents(body.query, body.documents)
-        max_length = min(body.max_tokens_per_doc or 512, 8192)
-        answer = await self._call(self.handles.require("Rerank").rerank.remote(
-            body.query, body.documents, max_length), "the Rerank deployment")
+        max_length = min(body.max_tokens_per_doc or RERANK_MAX_LENGTH, 8192)
+        answer = await self._rerank(body.query, body.documents, max_length)
         return schemas.CohereRerankResponse.from_scores(
             body, answer, getattr(request.state, "request_id", None) or "rerank")
+
+    async def _rerank(self, query: str, documents: list[str], max_length: int
+                      ) -> dict[str, Any]:
+        """{"model", "method", "scores"}: from the Rerank deployment, or, for the
+        embedding-similarity rerank, from the Embedding's vectors, scored here."""
+        if self.similarity_rerank is None:
+            return await self._call(self.handles.require("Rerank").rerank.remote(
+                query, documents, max_length), "the Rerank deployment")
+        items = await self._embed([query, *documents], ["dense"], max_length)
+        scores = similarity_scores(items[0]["dense"], [item["dense"] for item in items[1:]])
+        return {"model": self.similarity_rerank, "method": SIMILARITY_ENGINE,
+                "scores": scores}
 
     def _check_query_and_documents(self, query: str, documents: list[str]) -> None:
         """Limits, with each document's own index in the field names."""
@@ -409,9 +428,20 @@ class Ingress:
     # ---- operations -------------------------------------------------------------------
 
     async def _describe_models(self) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(
+        described = list(await asyncio.gather(
             *(self._call(h.describe.remote(), f"the {name} deployment")
               for name, h in self.handles.model_deployments().items())))
+        if self.similarity_rerank is not None:
+            described.append(self._similarity_rerank_info())
+        return described
+
+    def _similarity_rerank_info(self) -> dict[str, Any]:
+        """The rerank this Ingress runs itself: no weights, no GPU, nothing to move."""
+        return {"deployment": "Ingress", "node_id": ray.get_runtime_context().get_node_id(),
+                "model": self.similarity_rerank, "kind": "rerank", "engine": SIMILARITY_ENGINE,
+                "device": "cpu", "placement": "cpu", "moves": 0, "held_mb": 0, "gpu": None,
+                "footprint_mb": 0, "gpu_share": 0.0, "gpu_allocated_mb": None,
+                "cuda_visible_devices": None, "loaded": True}
 
     @route("GET", "/v1/models", response_model=list[schemas.ModelInfo], tags=["operations"])
     async def list_models(self) -> list[dict[str, Any]]:
@@ -434,6 +464,9 @@ class Ingress:
 # requests whose texts (at most 4 bytes a character) and dense answer (at most 4,096
 # float32s a text) stay far below it go that way.
 BY_VALUE_MAX_TEXTS = 64
+# What a rerank request's pairs (or, by similarity, its texts) are cut to when it names no
+# length: FlagReranker's own default.
+RERANK_MAX_LENGTH = 512
 BY_VALUE_MAX_CHARS = 256 * 1024
 
 

@@ -15,8 +15,9 @@ def test_health_and_readiness_need_no_key(anonymous: httpx.Client) -> None:
     assert anonymous.get("/healthz").json() == {"status": "ok", "deployments": {}}
     ready = anonymous.get("/readyz")
     assert ready.status_code == 200
+    # No Rerank: the Ingress ranks by embedding similarity itself (ADR 015).
     assert set(ready.json()["deployments"]) == {
-        "OCR", "Segmentation", "Embedding", "Rerank", "Trainer", "ResidencyController"}
+        "OCR", "Segmentation", "Embedding", "Trainer", "ResidencyController"}
 
 
 def test_readiness_reads_what_serve_status_reports(anonymous: httpx.Client) -> None:
@@ -62,7 +63,9 @@ def test_replicas_get_their_fraction_of_the_gpu(client: httpx.Client) -> None:
         assert model["cuda_visible_devices"] == "0"
         # There is no real GPU here, so torch falls back to the CPU.
         assert model["device"] == "cpu"
-    assert models["Rerank"]["gpu_share"] == 0.0  # embedding-similarity holds no weights
+    [rerank] = [model for model in body["models"] if model["kind"] == "rerank"]
+    assert (rerank["deployment"], rerank["model"]) == ("Ingress", "embedding-similarity")
+    assert rerank["gpu_share"] == 0.0 and rerank["device"] == "cpu"  # it holds no weights
     assert body["profile"] == "balanced" and body["llm_reserved_mb"] == 8192
     assert body["gpu_available"] is False and body["gpus"] == []
 
@@ -74,7 +77,7 @@ def test_models_route_lists_every_deployment(client: httpx.Client) -> None:
     assert ocr["unavailable_engines"] == {}
     names = {m["deployment"]: m["model"] for m in models}
     assert names == {"OCR": "rapidocr", "Segmentation": "kraken-blla",
-                     "Embedding": "all-minilm-l6-v2", "Rerank": "embedding-similarity"}
+                     "Embedding": "all-minilm-l6-v2", "Ingress": "embedding-similarity"}
 
 
 def test_openapi_documents_every_route(anonymous: httpx.Client) -> None:

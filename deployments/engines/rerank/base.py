@@ -15,7 +15,7 @@ class RerankJob:
 
 class RerankEngine(Protocol):
     name: ClassVar[str]
-    method: ClassVar[str]  # what the response says ran: cross-encoder or embedding-similarity
+    method: ClassVar[str]  # what the response says ran
 
     async def score(self, jobs: list[RerankJob]) -> list[list[float]]: ...
 

@@ -13,12 +13,10 @@ from deployments.engines.ocr import ocr_engines
 from deployments.engines.rerank import ENGINES as RERANK
 from deployments.engines.segmentation import ENGINES as SEGMENTATION
 from deployments.models import load_catalog
-from deployments.training.trainer import ENGINES as TRAINING
 from serve_app.schemas import Engine
 
 ENGINE_REGISTRIES: dict[str, dict[str, Any]] = {"ocr": OCR, "segmentation": SEGMENTATION,
                                                 "embedding": EMBEDDING, "rerank": RERANK}
-REGISTRIES = {**ENGINE_REGISTRIES, "training": TRAINING}
 
 
 def test_the_schema_offers_exactly_the_registered_ocr_engines() -> None:
@@ -33,10 +31,16 @@ def test_a_registry_keys_its_engines_by_their_name(kind: str) -> None:
 
 
 def test_every_catalog_entry_names_an_engine_of_its_kind() -> None:
+    """Every engine the builder accepts, by kind (the rerank's include the Ingress's own
+    embedding-similarity, ADR 015)."""
+    from serve_app.app import DEPLOYMENTS
+
+    accepted = {kind: set(engines) for kind, engines in DEPLOYMENTS.values()}
     catalog = load_catalog()
     unknown = {name: (spec.kind, spec.engine) for name, spec in catalog.items()
-               if spec.engine not in REGISTRIES[spec.kind]}
+               if spec.engine not in accepted[spec.kind]}
     assert len(catalog) >= 8 and unknown == {}
+    assert accepted["rerank"] - set(RERANK) == {"embedding-similarity"}
 
 
 def test_deployed_ocr_engines_know_which_read_baselines() -> None:

@@ -109,3 +109,20 @@ def test_each_model_deployment_starts_with_the_environment_it_needs(
     overridden["deployment_options"]["Segmentation"]["ray_actor_options"]["runtime_env"][
         "env_vars"]["MALLOC_MMAP_THRESHOLD_"] = "0"
     assert _replica_env(build_app(overridden), "Segmentation")["MALLOC_MMAP_THRESHOLD_"] == "0"
+
+
+def test_the_embedding_similarity_rerank_runs_in_the_ingress_without_a_replica(
+        clean_env: pytest.MonkeyPatch, tiny_models: dict[str, str]) -> None:
+    """The embedded default ranks by similarity: no Rerank replica is bound, the Ingress is
+    told to rank itself and names the model; a cross-encoder gets its Rerank deployment."""
+    clean_env.setenv("OCR_SIDECAR_API_KEY", "k")
+    ingress_args = build_app(local_default_args())._bound_deployment.init_args
+    models, handles, similarity = ingress_args[1], ingress_args[2], ingress_args[5]
+    assert handles.rerank is None and similarity == "embedding-similarity"
+    assert models["Rerank"] == "embedding-similarity"
+
+    crossed = build_app({**local_default_args(), "rerank_model": "tiny-rr", "models": {
+        "tiny-rr": {"kind": "rerank", "engine": "flag-reranker", "footprint_mb": 1,
+                    "path": tiny_models["reranker"]}}})._bound_deployment.init_args
+    assert crossed[2].rerank is not None and crossed[5] is None
+    assert crossed[1]["Rerank"] == "tiny-rr"

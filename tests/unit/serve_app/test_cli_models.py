@@ -19,6 +19,8 @@ def test_models_list_shows_what_is_missing_and_what_the_config_deploys(
     assert "MISSING" in rows["bge-m3"] and "Embedding*" in rows["bge-m3"]
     assert "yes" in rows["all-minilm-l6-v2"] and "package" in rows["all-minilm-l6-v2"]
     assert "Embedding*" not in rows["all-minilm-l6-v2"]  # not in serve_config.yaml
+    assert rows["embedding-similarity"].split()[1] == "Ingress"  # no replica of its own
+    assert rows["bge-reranker-v2-m3"].split()[1] == "Rerank*"
 
 
 def test_models_pull_names_what_it_cannot_do(clean_env: pytest.MonkeyPatch,
