@@ -464,10 +464,10 @@ class Ingress:
 # requests whose texts (at most 4 bytes a character) and dense answer (at most 4,096
 # float32s a text) stay far below it go that way.
 BY_VALUE_MAX_TEXTS = 64
+BY_VALUE_MAX_CHARS = 256 * 1024
 # What a rerank request's pairs (or, by similarity, its texts) are cut to when it names no
 # length: FlagReranker's own default.
 RERANK_MAX_LENGTH = 512
-BY_VALUE_MAX_CHARS = 256 * 1024
 
 
 def travels_by_value(texts: list[str], want: list[str]) -> bool:
