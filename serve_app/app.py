@@ -248,12 +248,9 @@ def build_app(args: AppArgs | dict[str, Any] | None = None) -> Application:
                       embedding=bound.get("Embedding"), rerank=bound.get("Rerank"),
                       trainer=bound.get("Trainer"))
     deployed_ocr = ocr_engines((primary, *extras)) if "OCR" in chosen else None
-    models = {name: spec.name for name, spec in chosen.items()}
-    if similarity:
-        models["Rerank"] = similarity.name
     return Ingress.options(**args.deployment_options.get("Ingress", {})).bind(
         settings,
-        models,
+        {name: spec.name for name, spec in chosen.items()},
         handles,
         residency,
         deployed_ocr,
