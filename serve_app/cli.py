@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import sys
@@ -296,7 +295,11 @@ def cmd_models_export(args: argparse.Namespace) -> int:
     so every start loads the export alone. `--installed` exports the models the install
     bundles into INSTALLED_MODEL_CACHE_DIR, keeping one export per model there."""
     from deployments.engines.embedding import ENGINES
-    from deployments.engines.embedding.onnx_export import export_roots, find_export
+    from deployments.engines.embedding.onnx_export import (
+        export_roots,
+        find_export,
+        other_exports,
+    )
     from deployments.models import load_catalog, resolve_weights
     from serve_app.kernel.errors import ModelMissing
 
@@ -341,9 +344,8 @@ def cmd_models_export(args: argparse.Namespace) -> int:
             continue
         tqdm.write(f"{name}: {folder}")
         if args.installed:  # earlier installs' exports of it: files or libraries since changed
-            for old in folder.parent.iterdir():
-                if old != folder and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{24}}", old.name):
-                    shutil.rmtree(old, ignore_errors=True)
+            for old in other_exports(folder):
+                shutil.rmtree(old, ignore_errors=True)
     if args.installed:
         with contextlib.suppress(OSError):  # the export's staging, empty once it is done
             (root / ".tmp").rmdir()

@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ class CachedExport:
     pad_id: int
 
 
+KEY_LENGTH = 24  # hex digits of the cache key in an export folder's name
+
+
 def cache_key(weights: Path, model: str) -> str:
     """What the export depends on: the model's files (names, sizes, times: its config and
     tokenizer among them), the exporting libraries' versions and the export's own format.
@@ -66,11 +70,20 @@ def cache_key(weights: Path, model: str) -> str:
         stat = path.stat()
         digest.update(f"|{path.relative_to(weights.parent)}:{stat.st_size}:"
                       f"{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:24]
+    return digest.hexdigest()[:KEY_LENGTH]
 
 
 def export_folder(cache_dir: Path, model: str, weights: Path) -> Path:
     return cache_dir / "onnx" / f"{model}-{cache_key(weights, model)}"
+
+
+def other_exports(folder: Path) -> list[Path]:
+    """The exports of the same model beside `folder` (an `export_folder`) made for other
+    files or library versions: another model's, whose name may begin alike, are not."""
+    model = folder.name[:-KEY_LENGTH - 1]
+    name = re.compile(rf"{re.escape(model)}-[0-9a-f]{{{KEY_LENGTH}}}")
+    return [old for old in folder.parent.iterdir()
+            if old != folder and name.fullmatch(old.name)]
 
 
 def session_threads() -> int:
